@@ -1,0 +1,93 @@
+"""Input pipeline benchmark: the blog post's per-epoch decoding against the decode-once cache.
+
+    python benchmarks/input_pipeline.py [--images 240] [--size 224]
+
+Generates full-size grayscale JPEGs (1000 to 2500 px a side, a few RGB) in a temporary
+folder, then measures images/s for one first epoch and two later epochs of
+- the blog post's pipeline: ImageFolder, its transforms (NEAREST resize, flips, CIFAR
+  normalisation), DataLoader(num_workers=2);
+- this series' pipeline: decode once (Pillow draft + antialiased resize, threads), cache
+  on disk, then batches from memory with batched augmentation on the device.
+Loading and augmentation only: no model. The last line is the later-epoch speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+import cxr_utils as cxr
+from common import machine, make_fullsize_jpegs, timed
+
+
+def seed_loader(root: Path, size: int, batch_size: int) -> DataLoader:
+    """The blog post's pipeline, verbatim apart from the folder."""
+    stats = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    train_transforms = transforms.Compose(
+        [
+            transforms.Resize((size, size), interpolation=Image.NEAREST),
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomVerticalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(*stats, inplace=True),
+        ]
+    )
+    dataset = datasets.ImageFolder(root, transform=train_transforms)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2, pin_memory=torch.cuda.is_available())
+
+
+def one_pass(loader, device: torch.device) -> int:
+    count = 0
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        count += len(labels)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=240)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    device = cxr.get_default_device()
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds, root = timed(lambda: make_fullsize_jpegs(Path(tmp) / "data", args.images))
+        samples, _ = cxr.list_split(root.parent, "train")
+        megabytes = sum(p.stat().st_size for p, _ in samples) / 1e6
+        print(f"generated {len(samples)} JPEGs ({megabytes:.0f} MB) in {seconds:.0f} s; image size {args.size}, batch {args.batch_size}")
+
+        loader = seed_loader(root, args.size, args.batch_size)
+        seed_times = [timed(lambda: one_pass(loader, device))[0] for _ in range(3)]
+
+        def first_epoch():
+            split = cxr.load_pixels("train", samples, args.size, Path(tmp) / "cache", progress=False)
+            cached = cxr.CachedBatchLoader(split, args.batch_size, device, shuffle=True, augment=True)
+            one_pass(cached, device)
+            return cached
+
+        first, cached = timed(first_epoch)
+        ours_times = [first] + [timed(lambda: one_pass(cached, device))[0] for _ in range(2)]
+
+    n = len(samples)
+    rows = []
+    for name, times in [("blog post (decode every epoch)", seed_times), ("decode once, batches from memory", ours_times)]:
+        rows.append({"pipeline": name, "first epoch img/s": round(n / times[0], 1), "later epochs img/s": round(2 * n / sum(times[1:]), 1)})
+    cxr.print_table(rows)
+    first_speedup = rows[1]["first epoch img/s"] / rows[0]["first epoch img/s"]
+    later_speedup = rows[1]["later epochs img/s"] / rows[0]["later epochs img/s"]
+    print(f"first-epoch speed-up: {first_speedup:.1f}x")
+    print(f"later-epoch speed-up: {later_speedup:.0f}x")
+
+
+if __name__ == "__main__":
+    main()

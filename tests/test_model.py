@@ -1,0 +1,623 @@
+"""Unit tests for the model, training, weights and checkpoint helpers of cxr_utils.
+
+The ResNet50 is built once per module (random init, no download) and deep-copied for
+tests that change it; inputs are a few 32x32 images so the whole file runs in seconds
+on a 2-core CPU. Nothing here touches the network or writes outside ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import socket
+import warnings
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import cxr_utils as cxr
+
+CPU = torch.device("cpu")
+IMAGE_SIZE = 32
+
+# ----------------------------------------------------------------------------- shared fixtures and helpers
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_external_network():
+    """Refuse every connection that is not to 127.0.0.1, so no test can download anything by accident."""
+
+    real_connect = socket.socket.connect
+
+    def guarded_connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] != "127.0.0.1":
+            raise OSError(f"test guard: network access to {address!r} is not allowed")
+        return real_connect(sock, address)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", guarded_connect)
+        yield
+
+
+@pytest.fixture(scope="module")
+def base_model() -> cxr.PneumoniaCnnModel:
+    """One randomly initialised PneumoniaCnnModel (pos_weight 2) for the whole module; do not modify it."""
+    torch.manual_seed(0)
+    return cxr.PneumoniaCnnModel(pos_weight=2.0).eval()
+
+
+@pytest.fixture
+def model(base_model) -> cxr.PneumoniaCnnModel:
+    """A private copy of the module's model that a test may train, freeze or change."""
+    return copy.deepcopy(base_model)
+
+
+def make_images(n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` ImageNet-normalised 3x32x32 images, deterministic in the seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+
+
+def make_split(labels: list[int], seed: int = 0, name: str = "tiny") -> cxr.XraySplit:
+    """A hand-built XraySplit: random uint8 pixels (N, 1, 32, 32) with the given labels."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(labels)
+    pixels = torch.randint(0, 256, (n, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8, generator=generator)
+    return cxr.XraySplit(
+        name,
+        pixels,
+        torch.tensor(labels, dtype=torch.long),
+        [Path(f"{name}-{i}.png") for i in range(n)],
+        [(IMAGE_SIZE, IMAGE_SIZE)] * n,
+        ["L"] * n,
+        [],
+    )
+
+
+def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """True when two state dicts have the same keys and identical tensors."""
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+
+
+@pytest.fixture
+def fail_download(monkeypatch):
+    """Make torchvision's weight download fail like an offline machine; record the socket timeout it ran under."""
+    from torchvision.models import ResNet50_Weights
+
+    seen_timeouts = []
+
+    def offline(self, *args, **kwargs):
+        seen_timeouts.append(socket.getdefaulttimeout())
+        raise URLError("[Errno -3] Temporary failure in name resolution (test)")
+
+    monkeypatch.setattr(ResNet50_Weights, "get_state_dict", offline)
+    return seen_timeouts
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def test_accuracy_counts_correct_over_all_samples():
+    """accuracy() is (#correct / #samples) with predictions = probability >= 0.5."""
+    probs = torch.tensor([0.9, 0.2, 0.6, 0.4])
+    labels = torch.tensor([1, 0, 0, 0])
+    assert cxr.accuracy(probs, labels).item() == pytest.approx(0.75)
+
+
+def test_accuracy_honours_threshold():
+    """A different threshold changes the predictions; a probability equal to the threshold counts as positive."""
+    probs = torch.tensor([0.9, 0.2, 0.6, 0.4])
+    labels = torch.tensor([1, 0, 0, 0])
+    assert cxr.accuracy(probs, labels, threshold=0.7).item() == pytest.approx(1.0)
+    assert cxr.accuracy(probs, labels, threshold=0.1).item() == pytest.approx(0.25)
+    assert cxr.accuracy(torch.tensor([0.3]), torch.tensor([1]), threshold=0.3).item() == 1.0
+
+
+def test_per_batch_mean_accuracy_differs_from_exact_accuracy_with_small_last_batch():
+    """The blog post's mean of batch accuracies is wrong when the last batch is smaller (hand-computed)."""
+    correct = [True, True, False, True, False]  # 3 of 5 correct -> exact accuracy 0.6
+    # batches of 4: [T, T, F, T] -> 0.75 and [F] -> 0.0, so the mean of batch means is 0.375
+    assert cxr.per_batch_mean_accuracy(correct, batch_size=4) == pytest.approx(0.375)
+    exact = cxr.accuracy(torch.tensor(correct, dtype=torch.float), torch.ones(5)).item()
+    assert exact == pytest.approx(0.6)
+    # with equal batch sizes both ways agree
+    assert cxr.per_batch_mean_accuracy(correct[:4], batch_size=2) == pytest.approx(0.75)
+
+
+# ----------------------------------------------------------------------------- device helpers
+
+
+def test_to_device_moves_tensors_in_lists_tuples_and_dicts():
+    """to_device() moves a tensor and every tensor inside lists, tuples and dicts (checked with the meta device)."""
+    meta = torch.device("meta")
+    assert cxr.to_device(torch.ones(2), meta).device.type == "meta"
+    moved = cxr.to_device((torch.ones(2), [torch.zeros(3)], {"y": torch.ones(1)}), meta)
+    assert len(moved) == 3
+    assert moved[0].device.type == "meta" and moved[0].shape == (2,)
+    assert moved[1][0].device.type == "meta" and moved[1][0].shape == (3,)
+    assert set(moved[2]) == {"y"} and moved[2]["y"].device.type == "meta"
+    on_cpu = cxr.to_device({"a": torch.arange(3)}, CPU)
+    assert torch.equal(on_cpu["a"], torch.arange(3))
+
+
+def test_device_data_loader_yields_batches_on_device_and_has_wrapped_len():
+    """DeviceDataLoader keeps the wrapped loader's batches and length, with every tensor on the given device."""
+    dataset = torch.utils.data.TensorDataset(torch.arange(10.0).view(5, 2), torch.tensor([0, 1, 0, 1, 1]))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2)
+    wrapped = cxr.DeviceDataLoader(loader, CPU)
+    assert len(wrapped) == len(loader) == 3
+    batches = list(wrapped)
+    assert len(batches) == 3
+    assert all(x.device == CPU and y.device == CPU for x, y in batches)
+    assert torch.equal(torch.cat([y for _, y in batches]), torch.tensor([0, 1, 0, 1, 1]))
+    assert all(x.device.type == "meta" for x, _ in cxr.DeviceDataLoader(loader, torch.device("meta")))
+
+
+# ----------------------------------------------------------------------------- model: forward, loss, validation
+
+
+def test_forward_returns_one_logit_per_image(base_model):
+    """forward() gives logits of shape (N,), also for a single image (not a 0-d tensor)."""
+    with torch.no_grad():
+        assert base_model(make_images(3)).shape == (3,)
+        assert base_model(make_images(1)).shape == (1,)
+
+
+def test_validation_epoch_end_combines_batches_exactly(base_model):
+    """Loss and accuracy over batches of 3 and 1 equal BCEWithLogits and exact accuracy over all 4 samples."""
+    images, targets = make_images(4, seed=1), torch.tensor([1.0, 0.0, 1.0, 1.0])
+    with torch.no_grad():
+        outputs = [base_model.validation_step((images[:3], targets[:3])), base_model.validation_step((images[3:], targets[3:]))]
+        result = base_model.validation_epoch_end(outputs)
+        logits = base_model(images)
+    expected_loss = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(2.0)).item()
+    expected_acc = cxr.accuracy(torch.sigmoid(logits), targets).item()
+    assert result["val_loss"] == pytest.approx(expected_loss, abs=1e-5)
+    assert result["val_acc"] == pytest.approx(expected_acc, abs=1e-6)
+    # the blog post's mean of the two batch means would weigh the single image like three
+    batch_means = [o["loss_sum"].item() / o["count"].item() for o in outputs]
+    assert np.mean(batch_means) != pytest.approx(expected_loss, abs=1e-4)
+
+
+def test_pos_weight_is_used_in_the_loss(model):
+    """The loss follows F.binary_cross_entropy_with_logits with the model's pos_weight; another weight, another loss."""
+    images, targets = make_images(4, seed=2), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+        loss_w2 = model.training_step((images, targets)).item()
+        model.pos_weight = torch.tensor(5.0)
+        loss_w5 = model.training_step((images, targets)).item()
+    assert loss_w2 == pytest.approx(
+        F.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(2.0)).item(), abs=1e-6
+    )
+    assert loss_w5 == pytest.approx(
+        F.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(5.0)).item(), abs=1e-6
+    )
+    assert loss_w5 != pytest.approx(loss_w2, abs=1e-4)
+
+
+def test_freeze_trains_only_the_head_and_keeps_batchnorm_in_eval(model):
+    """freeze(): only fc params need grad, BatchNorm stays in eval after train() and its statistics stay fixed."""
+    model.freeze()
+    model.train()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"network.fc.weight", "network.fc.bias"}
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert batchnorms and not any(bn.training for bn in batchnorms)
+    assert model.training and model.network.fc.training
+    running_mean = model.network.bn1.running_mean.clone()
+    model.training_step((make_images(4), torch.tensor([1.0, 0.0, 1.0, 0.0]))).backward()
+    assert torch.equal(model.network.bn1.running_mean, running_mean)
+    assert model.network.conv1.weight.grad is None and model.network.fc.weight.grad is not None
+
+
+def test_unfreeze_restores_full_training(model):
+    """unfreeze() makes every parameter trainable again and train() puts BatchNorm back in training mode."""
+    model.freeze()
+    model.unfreeze()
+    model.train()
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_loss_decreases_on_a_small_fixed_batch(model):
+    """A few Adam steps on 4 fixed 32x32 images lower the training loss (the model can learn)."""
+    torch.manual_seed(0)
+    images, targets = make_images(4, seed=3), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss = model.training_step((images, targets))
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():
+        last = model.training_step((images, targets)).item()
+    assert np.isfinite(losses).all()
+    assert last < 0.5 * losses[0], f"loss did not fall: {losses} -> {last}"
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+@pytest.fixture
+def tiny_loaders():
+    """Train loader: 10 images in 5 batches of 2; validation loader: 3 images in batches of 2."""
+    train = cxr.CachedBatchLoader(make_split([0, 1] * 5, seed=10), batch_size=2, device=CPU)
+    val = cxr.CachedBatchLoader(make_split([1, 0, 1], seed=11), batch_size=2, device=CPU)
+    return train, val
+
+
+def test_fit_returns_history_with_one_cycle_learning_rates(model, tiny_loaders):
+    """fit() returns one dict per epoch with losses, per-step lrs, timings; the one-cycle lrs rise then fall."""
+    train, val = tiny_loaders
+    max_lr = 1e-3
+    history = cxr.fit(2, max_lr, model, train, val, opt_func=torch.optim.Adam, progress=False)
+    assert len(history) == 2
+    for h in history:
+        assert {"train_loss", "val_loss", "val_acc", "lrs", "seconds", "images_per_s"} <= set(h)
+        assert len(h["lrs"]) == len(train) == 5
+        assert np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"])
+        assert 0.0 <= h["val_acc"] <= 1.0
+        assert h["seconds"] > 0 and h["images_per_s"] > 0
+        assert h["images_per_s"] * h["seconds"] == pytest.approx(10, rel=0.15)  # 10 training images per epoch
+    lrs = history[0]["lrs"] + history[1]["lrs"]
+    peak = int(np.argmax(lrs))
+    assert 0 < peak < len(lrs) - 1
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1 : peak + 1])), lrs
+    assert all(a > b for a, b in zip(lrs[peak:-1], lrs[peak + 1 :])), lrs
+    assert lrs[0] == pytest.approx(max_lr / 25)  # OneCycleLR starts at max_lr / div_factor
+    assert max(lrs) <= max_lr + 1e-12 and lrs[-1] < lrs[0]
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_fit_keep_best_restores_weights_of_lowest_val_loss_epoch(model, tiny_loaders, monkeypatch, keep_best):
+    """With keep_best the final weights are those of the epoch with the lowest val_loss (here epoch 0), else the last."""
+    real_evaluate = cxr.evaluate
+    scripted_losses = iter([0.5, 0.9])
+    snapshots = []
+
+    def scripted_evaluate(m, loader):
+        result = real_evaluate(m, loader)
+        snapshots.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        result["val_loss"] = next(scripted_losses)  # make epoch 0 the best one
+        return result
+
+    monkeypatch.setattr(cxr, "evaluate", scripted_evaluate)
+    train, val = tiny_loaders
+    history = cxr.fit(2, 1e-3, model, train, val, opt_func=torch.optim.Adam, keep_best=keep_best, progress=False)
+    assert [h["val_loss"] for h in history] == [0.5, 0.9]
+    assert not state_equal(snapshots[0], snapshots[1]), "training did not change the weights"
+    final = model.state_dict()
+    if keep_best:
+        assert state_equal(final, snapshots[0])
+    else:
+        assert state_equal(final, snapshots[1])
+
+
+def test_fit_keep_best_then_evaluate_matches_best_history(model, tiny_loaders):
+    """After fit(keep_best=True), evaluate() on the validation loader reproduces the lowest val_loss of the history."""
+    train, val = tiny_loaders
+    history = cxr.fit(2, 1e-3, model, train, val, opt_func=torch.optim.Adam, progress=False)
+    best = min(h["val_loss"] for h in history)
+    assert cxr.evaluate(model, val)["val_loss"] == pytest.approx(best, abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- ImageNet weights
+
+
+def test_load_imagenet_weights_off(fail_download):
+    """pretrained='0' returns no weights, says random init, and does not even try to download."""
+    state, description = cxr.load_imagenet_weights("0")
+    assert state is None
+    assert "random init" in description
+    assert fail_download == []
+
+
+def test_load_imagenet_weights_auto_offline_falls_back_loudly(fail_download, capsys):
+    """pretrained='auto' offline: (None, description), a loud banner naming CXR_WEIGHTS_FILE, a warning, timeout restored."""
+    before = socket.getdefaulttimeout()
+    with pytest.warns(UserWarning, match="ImageNet weights unavailable"):
+        state, description = cxr.load_imagenet_weights("auto", timeout_s=3.0)
+    out = capsys.readouterr().out
+    assert state is None
+    assert "random init" in description and "URLError" in description
+    assert "NO PRETRAINED WEIGHTS" in out and "CXR_WEIGHTS_FILE" in out and "CXR_PRETRAINED=1" in out
+    assert fail_download == [3.0]  # the download ran under the given socket timeout
+    assert socket.getdefaulttimeout() == before
+
+
+def test_load_imagenet_weights_required_but_offline_raises(fail_download):
+    """pretrained='1' offline raises PretrainedWeightsUnavailable naming the fix (CXR_WEIGHTS_FILE and the URL)."""
+    from torchvision.models import ResNet50_Weights
+
+    with pytest.raises(cxr.PretrainedWeightsUnavailable) as info:
+        cxr.load_imagenet_weights("1")
+    message = str(info.value)
+    assert "CXR_PRETRAINED=1" in message and "CXR_WEIGHTS_FILE" in message
+    assert ResNet50_Weights.DEFAULT.url in message
+
+
+def test_load_imagenet_weights_missing_file_raises_with_path(tmp_path, fail_download):
+    """A weights_file that does not exist raises PretrainedWeightsUnavailable naming the path."""
+    missing = tmp_path / "resnet50-missing.pth"
+    with pytest.raises(cxr.PretrainedWeightsUnavailable, match="resnet50-missing.pth"):
+        cxr.load_imagenet_weights("auto", weights_file=missing)
+    assert fail_download == []
+
+
+def test_load_imagenet_weights_from_valid_file(tmp_path, base_model, fail_download):
+    """A weights_file holding a ResNet50 state dict is loaded, returned unchanged, and fits PneumoniaCnnModel."""
+    state = {k: v.clone() for k, v in base_model.network.state_dict().items()}
+    torch.manual_seed(1)
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 2048), torch.randn(1000)  # ImageNet head shape
+    path = tmp_path / "resnet50.pth"
+    torch.save(state, path)
+    loaded, description = cxr.load_imagenet_weights("auto", weights_file=path)
+    assert str(path) in description
+    assert state_equal(loaded, state)
+    assert fail_download == []
+    torch.manual_seed(2)
+    model = cxr.PneumoniaCnnModel(state_dict=loaded)
+    assert torch.equal(model.network.conv1.weight, state["conv1.weight"])
+    assert model.network.fc.weight.shape == (1, 2048)
+
+
+def test_load_imagenet_weights_wrong_state_dict_raises(tmp_path, base_model):
+    """A state dict that is not a torchvision ResNet50 (here our 1-logit head) raises PretrainedWeightsUnavailable."""
+    path = tmp_path / "not-imagenet.pth"
+    torch.save(base_model.network.state_dict(), path)
+    with pytest.raises(cxr.PretrainedWeightsUnavailable, match="not a torchvision ResNet50 state dict"):
+        cxr.load_imagenet_weights("1", weights_file=path)
+
+
+@pytest.mark.xfail(
+    reason="BUG: load_imagenet_weights does not catch torch.load errors: a damaged CXR_WEIGHTS_FILE raises a raw UnpicklingError",
+    strict=True,
+)
+def test_load_imagenet_weights_damaged_file_raises_clear_error(tmp_path):
+    """A damaged weights file (e.g. an HTML error page saved as .pth) raises PretrainedWeightsUnavailable naming it."""
+    path = tmp_path / "resnet50-download.pth"
+    path.write_bytes(b"<html><body>403 Forbidden</body></html>")
+    with pytest.raises(cxr.PretrainedWeightsUnavailable, match="resnet50-download.pth"):
+        cxr.load_imagenet_weights("auto", weights_file=path)
+
+
+# ----------------------------------------------------------------------------- train mode, class balance
+
+
+@pytest.mark.parametrize(
+    ("mode", "device", "pretrained", "expected"),
+    [
+        ("auto", "cpu", True, "feature_extractor"),
+        ("auto", "cuda", True, "finetune"),
+        ("auto", "cpu", False, "finetune"),
+        ("auto", "cuda", False, "finetune"),
+        ("finetune", "cpu", True, "finetune"),
+        ("feature_extractor", "cuda", True, "feature_extractor"),
+    ],
+)
+def test_resolve_train_mode(mode, device, pretrained, expected):
+    """'auto' freezes only a pretrained backbone on the CPU; explicit modes are kept as given."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cxr.resolve_train_mode(mode, torch.device(device), pretrained) == expected
+
+
+def test_resolve_train_mode_warns_when_freezing_a_random_backbone():
+    """An explicit feature_extractor without pretrained weights is kept but warns."""
+    with pytest.warns(UserWarning, match="randomly initialised backbone"):
+        assert cxr.resolve_train_mode("feature_extractor", CPU, False) == "feature_extractor"
+
+
+def test_class_balance_pos_weight_is_negatives_over_positives():
+    """pos_weight = #NORMAL / #PNEUMONIA, for long and float labels; no division by zero without positives."""
+    assert cxr.class_balance_pos_weight(torch.tensor([0, 0, 0, 1])) == pytest.approx(3.0)
+    assert cxr.class_balance_pos_weight(torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0])) == pytest.approx(0.75)
+    assert cxr.class_balance_pos_weight(torch.tensor([0, 0])) == pytest.approx(2.0)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tmp_path_factory, base_model):
+    """A checkpoint written by save_checkpoint (module-scoped: written once, read by several tests)."""
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoints" / "run-1.pt"
+    cxr.save_checkpoint(
+        path, base_model, {"image_size": IMAGE_SIZE, "threshold": 0.37, "run_id": "run-1", "metrics": {"val_loss": 0.5}}
+    )
+    return path
+
+
+def rewrite_checkpoint(source: Path, target: Path, change) -> Path:
+    """Load a checkpoint's payload, let ``change`` edit it, and torch.save it to ``target``."""
+    payload = torch.load(source, weights_only=True)
+    change(payload)
+    torch.save(payload, target)
+    return target
+
+
+def test_checkpoint_round_trip(saved_checkpoint, base_model):
+    """save_checkpoint then load_checkpoint gives the same tensors and the metadata with plain-string versions."""
+    assert os.listdir(saved_checkpoint.parent) == ["run-1.pt"]  # no temporary files left beside it
+    torch.manual_seed(123)  # load_checkpoint builds a fresh model: its random init must be overwritten
+    model, meta = cxr.load_checkpoint(saved_checkpoint)
+    assert state_equal(model.state_dict(), base_model.state_dict())
+    assert model.pos_weight.item() == 2.0
+    assert not model.training
+    assert meta["threshold"] == 0.37 and meta["image_size"] == IMAGE_SIZE and meta["run_id"] == "run-1"
+    assert meta["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert meta["metrics"] == {"val_loss": 0.5}
+    assert meta["format"] == cxr.CHECKPOINT_FORMAT and meta["architecture"] == "resnet50-1logit"
+    assert {"torch", "torchvision", "python"} <= set(meta["versions"])
+    assert all(type(v) is str for v in meta["versions"].values())
+
+
+def test_save_checkpoint_without_image_size_raises(tmp_path, base_model):
+    """save_checkpoint refuses metadata without image_size and writes nothing."""
+    with pytest.raises(ValueError, match="image_size"):
+        cxr.save_checkpoint(tmp_path / "c.pt", base_model, {"threshold": 0.5})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_checkpoint_missing_path_names_notebook_02(tmp_path):
+    """A missing checkpoint raises CheckpointError that names the path and the notebook that writes one."""
+    with pytest.raises(cxr.CheckpointError, match="02_training_on_gpu") as info:
+        cxr.load_checkpoint(tmp_path / "nope.pt")
+    assert "nope.pt" in str(info.value)
+
+
+@pytest.mark.parametrize("change", ["drop_key", "fc_shape"])
+def test_load_checkpoint_state_dict_that_does_not_fit(tmp_path, saved_checkpoint, change):
+    """A state dict with a missing key or a wrong fc shape raises CheckpointError, not a raw RuntimeError."""
+
+    def edit(payload):
+        state = payload["state_dict"]
+        if change == "drop_key":
+            del state["network.layer1.0.conv1.weight"]
+        else:
+            state["network.fc.weight"], state["network.fc.bias"] = torch.zeros(2, 2048), torch.zeros(2)
+
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "bad.pt", edit)
+    with pytest.raises(cxr.CheckpointError, match="does not fit"):
+        cxr.load_checkpoint(path)
+
+
+def test_load_checkpoint_wrong_format_raises(tmp_path, saved_checkpoint):
+    """A checkpoint of another format version raises CheckpointError naming the format."""
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "old.pt", lambda p: p["metadata"].update(format=99))
+    with pytest.raises(cxr.CheckpointError, match="format 99"):
+        cxr.load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"weights": torch.zeros(1)}, id="no-metadata"),
+        pytest.param([1, 2, 3], id="a-list"),
+        pytest.param(
+            {"metadata": "resnet50", "state_dict": {}},
+            id="metadata-not-a-dict",
+            marks=pytest.mark.xfail(reason="BUG: load_checkpoint calls meta.get on a non-dict -> AttributeError", strict=True),
+        ),
+        pytest.param(
+            {"metadata": {"format": 1, "architecture": "resnet50-1logit"}, "state_dict": [1, 2]},
+            id="state-dict-not-a-dict",
+            marks=pytest.mark.xfail(reason="BUG: load_state_dict's TypeError is not turned into CheckpointError", strict=True),
+        ),
+    ],
+)
+def test_load_checkpoint_malformed_payload_raises_checkpoint_error(tmp_path, payload):
+    """A plain-data file that is not shaped like this series' checkpoint raises CheckpointError."""
+    path = tmp_path / "odd.pt"
+    torch.save(payload, path)
+    with pytest.raises(cxr.CheckpointError):
+        cxr.load_checkpoint(path)
+
+
+def _write_marker(path: str) -> str:
+    """Called by unpickling a _CodeOnLoad object: proof that the file ran code."""
+    Path(path).write_text("code from the checkpoint ran")
+    return "pwned"
+
+
+class _CodeOnLoad:
+    """An object whose unpickling calls _write_marker (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_write_marker, (self.marker,))
+
+
+def test_tampered_checkpoint_is_refused_without_running_code(tmp_path, saved_checkpoint):
+    """A checkpoint carrying an arbitrary Python object raises CheckpointError and its code never runs."""
+    marker = tmp_path / "marker.txt"
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "tampered.pt", lambda p: p.update(extra=_CodeOnLoad(marker)))
+    with pytest.raises(cxr.CheckpointError, match="Refusing to load") as info:
+        cxr.load_checkpoint(path)
+    assert "tampered.pt" in str(info.value)
+    assert not marker.exists()
+    # control: the same kind of file really runs code when loaded unsafely, so the check above can fail
+    control_marker = tmp_path / "control.txt"
+    torch.save({"extra": _CodeOnLoad(control_marker)}, tmp_path / "control.pt")
+    torch.load(tmp_path / "control.pt", weights_only=False)
+    assert control_marker.exists()
+
+
+def test_raw_pickle_file_is_refused_without_running_code(tmp_path):
+    """A .pt file that is a bare pickle with code raises CheckpointError and does not run it."""
+    marker = tmp_path / "marker.txt"
+    path = tmp_path / "pickle.pt"
+    path.write_bytes(pickle.dumps({"metadata": {}, "state_dict": _CodeOnLoad(marker)}, protocol=2))
+    with pytest.raises(cxr.CheckpointError):
+        cxr.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_random_bytes_checkpoint_raises(tmp_path):
+    """A file of random bytes raises CheckpointError."""
+    path = tmp_path / "noise.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(cxr.CheckpointError, match="noise.pt"):
+        cxr.load_checkpoint(path)
+
+
+def test_latest_checkpoint_returns_newest_pt(tmp_path):
+    """latest_checkpoint picks the .pt file with the newest modification time, ignoring other files."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name, mtime in [("b.pt", 3_000), ("a.pt", 1_000), ("c.pt", 2_000), ("notes.txt", 9_000)]:
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (mtime, mtime))
+    assert cxr.latest_checkpoint(tmp_path) == folder / "b.pt"
+
+
+@pytest.mark.parametrize("make_folder", [True, False])
+def test_latest_checkpoint_none_names_notebook_02(tmp_path, make_folder):
+    """With no checkpoint (empty or missing folder) latest_checkpoint raises CheckpointError naming notebook 02."""
+    if make_folder:
+        (tmp_path / "checkpoints").mkdir()
+        (tmp_path / "checkpoints" / "readme.txt").write_text("no weights here")
+    with pytest.raises(cxr.CheckpointError, match="02_training_on_gpu"):
+        cxr.latest_checkpoint(tmp_path)
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_write_bytes_writes_and_creates_folders(tmp_path):
+    """atomic_write_bytes creates missing folders, replaces the content and leaves only the target file."""
+    path = tmp_path / "a" / "b" / "file.bin"
+    cxr.atomic_write_bytes(path, b"first")
+    cxr.atomic_write_bytes(path, b"second")
+    assert path.read_bytes() == b"second"
+    assert os.listdir(path.parent) == ["file.bin"]
+
+
+@pytest.mark.parametrize("failing", ["replace", "fsync"])
+def test_atomic_write_bytes_failure_keeps_old_content(tmp_path, monkeypatch, failing):
+    """If the write fails midway (fsync or the final rename), the old content is intact and no temp file remains."""
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"old content")
+
+    def boom(*args, **kwargs):
+        raise OSError(f"simulated {failing} failure")
+
+    monkeypatch.setattr(cxr.os, failing, boom)
+    with pytest.raises(OSError, match="simulated"):
+        cxr.atomic_write_bytes(path, b"new content that must not appear")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old content"
+    assert os.listdir(tmp_path) == ["file.bin"]

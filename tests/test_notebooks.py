@@ -1,0 +1,65 @@
+"""The committed notebooks: clean, navigable, and shaped like lessons."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("notebook_hygiene", ROOT / "tools" / "notebook_hygiene.py")
+hygiene = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hygiene)
+
+NOTEBOOKS = hygiene.numbered_notebooks()
+
+
+def test_the_series_has_four_numbered_notebooks():
+    """01 to 04 exist, numbered in order."""
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"]
+
+
+def test_notebooks_are_clean_and_links_fresh():
+    """No outputs, no execution counts, navigation links match the notebook list (CI runs the same check)."""
+    assert hygiene.problems() == []
+
+
+def test_hygiene_detects_and_fixes_stale_links_and_outputs(tmp_path):
+    """A renamed neighbour makes links stale and a stored output is reported; fixing makes both go away."""
+    for path in NOTEBOOKS[:2]:
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    first = tmp_path / NOTEBOOKS[0].name
+    notebook = nbformat.read(first, as_version=4)
+    code = next(c for c in notebook.cells if c.cell_type == "code")
+    code.outputs = [nbformat.v4.new_output("stream", text="hello")]
+    code.execution_count = 3
+    nbformat.write(notebook, first)
+    (tmp_path / NOTEBOOKS[1].name).rename(tmp_path / "02_renamed.ipynb")
+    found = hygiene.problems(tmp_path, fix=True)
+    assert any("stale navigation" in line for line in found)
+    assert any("outputs" in line for line in found)
+    assert hygiene.problems(tmp_path) == []
+    assert "02_renamed.ipynb" in nbformat.read(first, as_version=4).cells[0].source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_notebook_reads_like_a_lesson(path):
+    """Title, learning goals, prerequisites, a parameters cell, a summary and 3 to 5 exercises."""
+    notebook = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    assert re.search(r"^# \d\. ", markdown, re.MULTILINE)
+    assert "After this notebook you will be able to" in markdown
+    assert "**You need**" in markdown
+    assert "## Summary" in markdown
+    exercises = markdown.split("## Exercises", 1)[1]
+    assert 3 <= len(re.findall(r"^\d\. ", exercises, re.MULTILINE)) <= 5
+    assert any("parameters" in c.metadata.get("tags", []) for c in notebook.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_cells_stay_short(path):
+    """Reusable code belongs in cxr_utils.py: no code cell over 20 lines."""
+    notebook = nbformat.read(path, as_version=4)
+    longest = max(len(c.source.splitlines()) for c in notebook.cells if c.cell_type == "code")
+    assert longest <= 20

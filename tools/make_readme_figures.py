@@ -1,0 +1,68 @@
+"""Make the README's figures in images/.
+
+    python tools/make_readme_figures.py                       # synthetic sample grid
+    python tools/make_readme_figures.py --record RUN.json     # plus training curves of a run
+
+The sample grid shows only generated (synthetic) images. The curves are numbers from a run
+record, labelled with the data and settings that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import cxr_utils as cxr  # noqa: E402
+
+IMAGES = Path(__file__).resolve().parent.parent / "images"
+
+
+def sample_grid(seed: int = 42) -> Path:
+    """Four NORMAL and four PNEUMONIA images of the synthetic sample."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = cxr.make_synthetic_dataset(Path(tmp), seed=seed)
+        samples, _ = cxr.list_split(root, "train")
+        fig, axes = plt.subplots(2, 4, figsize=(12, 6.4))
+        for row, label in enumerate((0, 1)):
+            paths = [p for p, y in samples if y == label][:: 7][:4]
+            for ax, path in zip(axes[row], paths):
+                ax.imshow(cxr.read_xray(path), cmap="gray")
+                ax.set_title(f"{cxr.decode_label(label)}: {path.name}", fontsize=8)
+                ax.axis("off")
+        fig.suptitle("Synthetic sample (generated, not real X-rays)")
+        fig.tight_layout()
+        out = IMAGES / "synthetic_sample.png"
+        fig.savefig(out, dpi=80)
+    return out
+
+
+def training_curves(record_path: Path) -> Path:
+    """Loss and accuracy per epoch of one run, titled with its provenance."""
+    record = cxr.read_record(record_path)
+    cxr.plot_history(record["history"])
+    data = "synthetic sample" if record["dataset"]["synthetic"] else f"real X-rays ({record.get('provenance', record['dataset']['root'])})"
+    plt.gcf().suptitle(f"run {record['run_id']}: {data}; weights: {record['model']['weights'][:60]}", fontsize=9)
+    plt.gcf().tight_layout()
+    out = IMAGES / "training_curves.png"
+    plt.savefig(out, dpi=80)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--record", type=Path, help="a run record whose training curves to plot")
+    args = parser.parse_args()
+    IMAGES.mkdir(exist_ok=True)
+    print("wrote", sample_grid())
+    if args.record:
+        print("wrote", training_curves(args.record))
+
+
+if __name__ == "__main__":
+    main()
