@@ -113,7 +113,12 @@ def _parse_choice(*choices: str):
 
 
 def _parse_optional_int(text: str) -> int | None:
-    return None if text.strip().lower() in {"", "none", "all", "0"} else int(text)
+    if text.strip().lower() in {"", "none", "all"}:
+        return None
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a positive number or 'all', got {text!r}")
+    return value
 
 
 _ENV = {
@@ -143,7 +148,12 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
     sources: dict[str, str] = {}
     for name, (var, parse) in _ENV.items():
         if overrides.get(name) is not None:
-            values[name], sources[name] = overrides[name], "notebook parameter"
+            value = overrides[name]
+            try:
+                values[name] = parse(value) if isinstance(value, str) else value
+            except ValueError as err:
+                raise ValueError(f"{name}={value!r} is not valid: {err}") from None
+            sources[name] = "notebook parameter"
         elif env.get(var, "").strip():
             try:
                 values[name] = parse(env[var])
@@ -213,7 +223,8 @@ def default_data_dirs() -> list[Path]:
 def find_dataset(data_dir: Path | None) -> Path | None:
     """Return the real dataset's root: the given folder (or an error) or the first default that has it."""
     if data_dir is not None:
-        root = locate_dataset_root(Path(data_dir))
+        data_dir = Path(data_dir)
+        root = locate_dataset_root(data_dir)
         if root is None:
             looked = ", ".join(str(p) for p in (data_dir, data_dir / "chest_xray", data_dir / "chest_xray" / "chest_xray"))
             raise DataError(
@@ -544,28 +555,37 @@ def load_or_make_split(
 # ----------------------------------------------------------------------------- data: decoding and transforms
 
 
+def _open_xray(path: Path, draft_size: int | None) -> tuple[Image.Image, tuple[int, int], str]:
+    try:
+        with Image.open(path) as image:
+            original_size, original_mode = image.size, image.mode
+            if draft_size and image.format == "JPEG":
+                image.draft("L", (draft_size, draft_size))
+            image.load()
+            return to_grayscale(image), original_size, original_mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"Cannot read image {path}: {err}. Delete or replace the file, or move it out of the dataset.") from err
+
+
 def read_xray(path: Path | str, draft_size: int | None = None) -> Image.Image:
     """Open any image file as 8-bit grayscale ('L'); JPEGs decode at a reduced scale when ``draft_size`` allows.
 
     Introduced in 01_data_preview.ipynb. Handles RGB, RGBA, CMYK, palette and 16-bit files;
     raises ``DataError`` naming the file when it is not a readable image.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            if draft_size and image.format == "JPEG":
-                image.draft("L", (draft_size, draft_size))
-            image.load()
-            return to_grayscale(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"Cannot read image {path}: {err}. Delete or replace the file, or move it out of the dataset.") from err
+    return _open_xray(Path(path), draft_size)[0]
 
 
 def to_grayscale(image: Image.Image) -> Image.Image:
-    """Convert a PIL image of any mode to 8-bit grayscale, scaling 16-bit data by its bit depth."""
+    """Convert a PIL image of any mode to 8-bit grayscale.
+
+    Wide (16-bit, 32-bit, float) images are scaled by the smallest of 8, 12 or 16 bits that
+    holds their values, so 12-bit detector data stored in 16-bit files is not left near black.
+    """
     if image.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+        peak = array.max(initial=0)
+        top = 255.0 if peak <= 255 else 4095.0 if peak <= 4095 else 65535.0
         return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
     if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
@@ -578,9 +598,7 @@ def to_grayscale(image: Image.Image) -> Image.Image:
 
 def decode_resized(path: Path | str, image_size: int) -> tuple[np.ndarray, tuple[int, int], str]:
     """Decode one file to a (size x size) uint8 array with an antialiased resize; also its original size and mode."""
-    with Image.open(path) as probe:
-        original_size, original_mode = probe.size, probe.mode
-    image = read_xray(path, draft_size=image_size)
+    image, original_size, original_mode = _open_xray(Path(path), draft_size=image_size)
     image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(image), original_size, original_mode
 
@@ -589,7 +607,8 @@ def make_transforms(image_size: int, train: bool):
     """torchvision transforms for the classic per-image pipeline: augmentation only when ``train``.
 
     Introduced in 01_data_preview.ipynb. Input is the grayscale PIL image from ``read_xray``;
-    output is a 3-channel tensor normalised with ImageNet's statistics (the backbone's).
+    output is a 1-channel float tensor in [0, 1]. ImageNet normalisation happens inside the
+    model's first layer (see ``fold_rgb_conv``).
     """
     from torchvision import transforms as T
 
@@ -599,7 +618,7 @@ def make_transforms(image_size: int, train: bool):
             T.RandomAffine(degrees=7, translate=(0.05, 0.05), scale=(0.9, 1.1)),
             T.ColorJitter(brightness=0.2, contrast=0.2),
         ]
-    steps += [T.Grayscale(num_output_channels=3), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    steps.append(T.ToTensor())
     return T.Compose(steps)
 
 
@@ -747,13 +766,13 @@ def stratified_subset(samples: Sequence[tuple[Path, int]], indices: list[int], c
     """At most ``cap`` of ``indices``, drawn at random per class in proportion to the class sizes."""
     if cap is None or len(indices) <= cap:
         return indices
+    by_class = [[i for i in indices if samples[i][1] == label] for label in range(len(CLASS_NAMES))]
+    exact = [cap * len(members) / len(indices) for members in by_class]
+    shares = [math.floor(x) for x in exact]
+    for label in sorted(range(len(exact)), key=lambda k: exact[k] - shares[k], reverse=True)[: cap - sum(shares)]:
+        shares[label] += 1  # largest remainders first, so the shares add up to cap exactly
     rng = random.Random(seed)
-    kept = []
-    for label in range(len(CLASS_NAMES)):
-        of_class = [i for i in indices if samples[i][1] == label]
-        share = max(1, round(cap * len(of_class) / len(indices))) if of_class else 0
-        kept += rng.sample(of_class, min(share, len(of_class)))
-    return sorted(kept)
+    return sorted(i for members, share in zip(by_class, shares) for i in rng.sample(members, share))
 
 
 def prepare_data(
@@ -821,7 +840,7 @@ def make_classic_loader(
     split: XraySplit, image_size: int, batch_size: int, train: bool, device: torch.device, workers: int = 2
 ) -> DeviceDataLoader:
     """The blog post's pipeline, fixed: decode every file every epoch in DataLoader workers (Introduced in 02)."""
-    dataset = XrayFileDataset(split.paths, split.labels.tolist(), make_transforms(image_size, train))
+    dataset = XrayFileDataset(split.paths, split.labels.tolist(), make_transforms(image_size, train), draft_size=image_size)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -840,37 +859,36 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None
     a chest X-ray is never upside down, and a mirrored one puts the heart on the wrong side).
     ``images`` is float in [0, 1], shape (N, 1, H, W).
     """
-    n, device = images.shape[0], images.device
+    n, _, height, width = images.shape
+    device = images.device
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator, device=device) * (high - low) + low
+        return (torch.rand(n, generator=generator, device=device) * (high - low) + low).view(n, 1, 1)
 
-    angle = torch.deg2rad(uniform(-7, 7))
-    scale = uniform(0.9, 1.1)
+    angle, scale = torch.deg2rad(uniform(-7, 7)), uniform(0.9, 1.1)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, uniform(-0.1, 0.1)], 1), torch.stack([sin, cos, uniform(-0.1, 0.1)], 1)], 1
-    )
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    shift_x, shift_y = uniform(-0.1, 0.1), uniform(-0.1, 0.1)
+    # The sampling grid of F.affine_grid, built by broadcasting (several times faster on a CPU).
+    xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=device).view(1, 1, width)
+    ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=device).view(1, height, 1)
+    grid = torch.stack([cos * xs - sin * ys + shift_x, sin * xs + cos * ys + shift_y], dim=-1)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    out = out * uniform(0.8, 1.2).view(n, 1, 1, 1)
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    return ((out - mean) * uniform(0.8, 1.2).view(n, 1, 1, 1) + mean).clamp_(0, 1)
+    brightness, contrast = uniform(0.8, 1.2).unsqueeze(1), uniform(0.8, 1.2).unsqueeze(1)
+    # brightness then contrast around the image mean, fused: x*b*c + mean(x*b)*(1-c)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True) * brightness
+    return torch.addcmul(mean * (1 - contrast), out, brightness * contrast).clamp_(0, 1)
 
 
-def normalize_batch(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 or [0, 1] grayscale (N, 1, H, W) to ImageNet-normalised 3-channel float (N, 3, H, W)."""
-    images = pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.expand(-1, 3, -1, -1) - mean) / std
+def to_model_input(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 grayscale pixels (N, 1, H, W) to the model's input: float in [0, 1] (Introduced in 02)."""
+    return pixels.float().div_(255)
 
 
 class CachedBatchLoader:
     """Serve batches from decoded pixels held on ``device``, augmenting on the device (Introduced in 02).
 
-    Yields (images, labels): ImageNet-normalised float (N, 3, S, S) in channels-last
-    memory format, and float labels (N,). The whole split is copied to the device once.
+    Yields (images, labels): float images (N, 1, S, S) in [0, 1] and float labels (N,).
+    The whole split is copied to the device once.
     """
 
     def __init__(
@@ -900,21 +918,13 @@ class CachedBatchLoader:
         for b in range(len(self)):
             index = slice(b * self.batch_size, min((b + 1) * self.batch_size, n))
             chosen = order[index] if order is not None else index
-            images = self.pixels[chosen].float().div_(255)
+            images = to_model_input(self.pixels[chosen])
             if self.augment:
                 images = augment_batch(images, self.generator)
-            images = normalize_batch(images).contiguous(memory_format=torch.channels_last)
             yield images, self.labels[chosen].float()
 
 
 # ----------------------------------------------------------------------------- preview plots
-
-
-def denormalize(images: torch.Tensor) -> torch.Tensor:
-    """Undo ImageNet normalisation for display: (…, 3, H, W) back to [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(3, 1, 1)
-    return (images * std + mean).clamp(0, 1)
 
 
 def show_image(img_tuple: tuple[torch.Tensor, int]) -> None:
@@ -922,7 +932,7 @@ def show_image(img_tuple: tuple[torch.Tensor, int]) -> None:
     import matplotlib.pyplot as plt
 
     image, label = img_tuple
-    plt.imshow(denormalize(image.float().cpu()).permute(1, 2, 0))
+    plt.imshow(image[0].float().cpu(), cmap="gray", vmin=0, vmax=1)
     plt.axis("off")
     plt.title(f"Label: {decode_label(int(label))}")
 
@@ -933,7 +943,7 @@ def show_batch(dl: Iterable, invert: bool = False, nrow: int = 8) -> None:
     from torchvision.utils import make_grid
 
     images, labels = next(iter(dl))
-    images = denormalize(images.float().cpu())
+    images = images.float().cpu()
     data = 1 - images if invert else images
     fig, ax = plt.subplots(figsize=(2 * nrow, 2 * math.ceil(len(images) / nrow)))
     ax.set_xticks([])
@@ -1014,10 +1024,10 @@ def show_augmentations(path: Path, image_size: int, n: int = 8, seed: int = 0) -
     image = read_xray(path)
     transform = make_transforms(image_size, train=True)
     fig, axes = plt.subplots(1, n + 1, figsize=(2 * (n + 1), 2.3))
-    axes[0].imshow(denormalize(make_transforms(image_size, train=False)(image)).permute(1, 2, 0))
+    axes[0].imshow(make_transforms(image_size, train=False)(image)[0], cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("original", fontsize=9)
     for ax in axes[1:]:
-        ax.imshow(denormalize(transform(image)).permute(1, 2, 0))
+        ax.imshow(transform(image)[0], cmap="gray", vmin=0, vmax=1)
         ax.set_title("augmented", fontsize=9)
     for ax in axes:
         ax.axis("off")
@@ -1080,20 +1090,47 @@ class BinaryClassificationBase(nn.Module):
         )
 
 
-class PneumoniaCnnModel(BinaryClassificationBase):
-    """A torchvision ResNet50 with a one-logit head (Introduced in 02_training_on_gpu.ipynb).
+def fold_rgb_conv(conv: nn.Conv2d, mean: Sequence[float], std: Sequence[float]) -> nn.Conv2d:
+    """A 1-channel convolution equal to: grey [0, 1] image -> 3 equal channels -> normalise -> ``conv``.
 
-    ``state_dict`` is the ImageNet backbone (or None for random init). With
-    ``freeze_backbone`` only the new head trains: the fixed-feature-extractor mode.
+    Introduced in 02_training_on_gpu.ipynb. Summing the RGB filters (each divided by its
+    channel's std) gives the weight; the mean becomes a bias. Exact except at the padded
+    border, which is black here instead of the mean colour.
+    """
+    weight = conv.weight.detach()
+    mean_t = torch.tensor(mean, dtype=weight.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=weight.dtype).view(1, 3, 1, 1)
+    folded = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True)
+    with torch.no_grad():
+        folded.weight.copy_((weight / std_t).sum(dim=1, keepdim=True))
+        folded.bias.copy_(-(weight * mean_t / std_t).sum(dim=(1, 2, 3)))
+    return folded
+
+
+class PneumoniaCnnModel(BinaryClassificationBase):
+    """A torchvision ResNet50 with a one-logit head, for 1-channel input in [0, 1] (Introduced in 02).
+
+    ``state_dict`` is the ImageNet backbone (or None for random init). The first
+    convolution is folded to one input channel with the ImageNet normalisation inside it
+    (``fold_rgb_conv``). With ``freeze_backbone`` only the new head trains: the
+    fixed-feature-extractor mode.
     """
 
-    def __init__(self, state_dict: dict[str, torch.Tensor] | None = None, pos_weight: float = 1.0, freeze_backbone: bool = False):
+    def __init__(
+        self,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        pos_weight: float = 1.0,
+        freeze_backbone: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
         super().__init__()
         from torchvision import models
 
         self.network = models.resnet50(weights=None)
         if state_dict is not None:
             self.network.load_state_dict(state_dict)
+        self.network.conv1 = fold_rgb_conv(self.network.conv1, mean, std)
         self.network.fc = nn.Linear(self.network.fc.in_features, 1)
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
         self.frozen = False
@@ -1101,7 +1138,7 @@ class PneumoniaCnnModel(BinaryClassificationBase):
             self.freeze()
 
     def forward(self, xb: torch.Tensor) -> torch.Tensor:
-        """Logits, shape (N,)."""
+        """Logits, shape (N,), for images (N, 1, H, W) in [0, 1]."""
         return self.network(xb).squeeze(1)
 
     def freeze(self) -> None:
@@ -1146,13 +1183,16 @@ def load_imagenet_weights(pretrained: str = "auto", weights_file: Path | None = 
         path = Path(weights_file)
         if not path.is_file():
             raise PretrainedWeightsUnavailable(f"CXR_WEIGHTS_FILE={path} does not exist. Point it at a ResNet50 weights file ({weights.url}).")
-        state = torch.load(path, map_location="cpu", weights_only=True)
         try:
             from torchvision import models
 
+            state = torch.load(path, map_location="cpu", weights_only=True)
             models.resnet50(weights=None).load_state_dict(state)
-        except RuntimeError as err:
-            raise PretrainedWeightsUnavailable(f"{path} is not a torchvision ResNet50 state dict: {str(err)[:300]}") from None
+        except Exception as err:  # damaged file, HTML error page, another model's weights
+            raise PretrainedWeightsUnavailable(
+                f"CXR_WEIGHTS_FILE={path} is not a torchvision ResNet50 weights file ({type(err).__name__}: {str(err)[:300]}). "
+                f"Download it again from {weights.url}."
+            ) from None
         return state, f"ImageNet weights from {path}"
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)
@@ -1389,8 +1429,9 @@ def save_checkpoint(path: Path, model: PneumoniaCnnModel, metadata: dict[str, An
     """
     meta = {
         "format": CHECKPOINT_FORMAT,
-        "architecture": "resnet50-1logit",
+        "architecture": "resnet50-gray-1logit",
         "image_size": None,
+        "input": "1 channel, [0, 1]; ImageNet mean/std folded into conv1",
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "class_names": list(CLASS_NAMES),
@@ -1428,15 +1469,17 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[Pne
     if not isinstance(payload, dict) or "state_dict" not in payload or "metadata" not in payload:
         raise CheckpointError(f"{path} is not a checkpoint of this series (no 'metadata'/'state_dict'); re-run notebook 02.")
     meta = payload["metadata"]
-    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("architecture") != "resnet50-1logit":
+    if not isinstance(meta, dict) or not isinstance(payload["state_dict"], dict):
+        raise CheckpointError(f"{path} is not a checkpoint of this series (malformed 'metadata' or 'state_dict'); re-run notebook 02.")
+    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("architecture") != "resnet50-gray-1logit":
         raise CheckpointError(
             f"{path} has format {meta.get('format')!r} / architecture {meta.get('architecture')!r}; "
-            f"this code reads format {CHECKPOINT_FORMAT} of 'resnet50-1logit'. Re-run notebook 02."
+            f"this code reads format {CHECKPOINT_FORMAT} of 'resnet50-gray-1logit'. Re-run notebook 02."
         )
     model = PneumoniaCnnModel()
     try:
         model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError) as err:
         raise CheckpointError(f"{path} does not fit PneumoniaCnnModel: {str(err)[:400]}. Re-run notebook 02.") from None
     return model.to(device).eval(), meta
 
@@ -1562,7 +1605,7 @@ def choose_threshold(labels, probs, method: str = "youden", min_sensitivity: flo
     y = np.asarray(labels).astype(int)
     if len(set(y.tolist())) < 2:
         raise ValueError("Choosing a threshold needs both classes in the validation labels.")
-    fpr, tpr, thresholds = roc_curve(y, np.asarray(probs, dtype=float))
+    fpr, tpr, thresholds = roc_curve(y, np.asarray(probs, dtype=float), drop_intermediate=False)
     finite = np.isfinite(thresholds)
     fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
     if method == "youden":
@@ -1703,10 +1746,10 @@ def gradcam(model: PneumoniaCnnModel, images: torch.Tensor, target_class: int = 
 
 
 def overlay_heatmap(image: torch.Tensor, heatmap: np.ndarray) -> np.ndarray:
-    """Blend a heatmap over a normalised image tensor (3 x H x W) for display."""
+    """Blend a heatmap over an image tensor (1 x H x W, in [0, 1]) for display."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    rgb = denormalize(image.float().cpu()).permute(1, 2, 0).numpy().astype(np.float32)
+    rgb = image.float().cpu().expand(3, -1, -1).permute(1, 2, 0).numpy().astype(np.float32)
     return show_cam_on_image(rgb, heatmap, use_rgb=True)
 
 
@@ -1717,7 +1760,7 @@ def show_gradcam_grid(model: PneumoniaCnnModel, split: XraySplit, indices: Seque
     if not len(indices):
         print(f"{title}: none")
         return
-    images = normalize_batch(split.pixels[list(indices)].to(device))
+    images = to_model_input(split.pixels[list(indices)].to(device))
     heatmaps = gradcam(model, images)
     fig, axes = plt.subplots(1, len(indices), figsize=(3 * len(indices), 3.4), squeeze=False)
     for ax, i, image, heat in zip(axes[0], indices, images, heatmaps):
@@ -1744,7 +1787,7 @@ def predict_image(
         if not path.is_file():
             raise FileNotFoundError(f"No image at {path}: check the path.")
         pixels, _, _ = decode_resized(path, size)
-    batch = normalize_batch(torch.from_numpy(pixels.copy()).view(1, 1, size, size).to(device))
+    batch = to_model_input(torch.from_numpy(pixels.copy()).view(1, 1, size, size).to(device))
     model.eval()
     with torch.no_grad():
         prob = float(torch.sigmoid(model(batch).float())[0])
@@ -1828,7 +1871,7 @@ def list_records(run_dir: Path) -> list[dict[str, Any]]:
     for path in sorted((Path(run_dir) / "records").glob("*.json")):
         try:
             records.append(read_record(path))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, ValueError) as err:  # ValueError covers bad JSON and bad UTF-8
             skipped.append((path, str(err)))
     warn_skipped(skipped, "unreadable run records")
     return records
@@ -1838,7 +1881,7 @@ def compare_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per run: data, settings, best validation and test metrics (Introduced in 04)."""
     rows = []
     for r in records:
-        history = r.get("history") or [{}]
+        history = r.get("history") or []
         test = (r.get("test") or {}).get("chosen_threshold") or {}
         rows.append(
             {
@@ -1909,9 +1952,13 @@ def jovian_status(timeout_s: float = 5.0, creds_path: Path | None = None) -> tup
 
 
 def jovian_payload(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """What the blog post logs to Jovian, read from a run record: hyperparams and metrics (Introduced in 04)."""
+    """What the blog post logs to Jovian, read from a run record: hyperparams and metrics (Introduced in 04).
+
+    Training metrics come from the epoch with the lowest validation loss, whose weights ``fit`` kept.
+    """
     hp = record.get("hyperparams", {})
-    last = (record.get("history") or [{}])[-1]
+    history = record.get("history") or [{}]
+    best = min(history, key=lambda h: h.get("val_loss", math.inf))  # the epoch whose weights were kept
     test = (record.get("test") or {}).get("chosen_threshold") or {}
     hyperparams = {
         "arch": hp.get("arch"),
@@ -1923,9 +1970,9 @@ def jovian_payload(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "opt": hp.get("opt"),
     }
     metrics = {
-        "train_loss": last.get("train_loss"),
-        "val_loss": last.get("val_loss"),
-        "val_accuracy": last.get("val_acc"),
+        "train_loss": best.get("train_loss"),
+        "val_loss": best.get("val_loss"),
+        "val_accuracy": best.get("val_acc"),
         "test_accuracy": test.get("accuracy"),
         "test_sensitivity": test.get("sensitivity"),
         "test_specificity": test.get("specificity"),

@@ -17,12 +17,12 @@ import cxr_utils as cxr
 def make_fullsize_jpegs(folder: Path, n_images: int, seed: int = 0) -> Path:
     """Write ``n_images`` X-ray-like JPEGs, 1000 to 2500 px a side, 5% RGB, in the Kaggle class layout."""
     root = folder / "train"
-    for label, name in enumerate(cxr.CLASS_NAMES):
+    for name in cxr.CLASS_NAMES:
         (root / name).mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
         rng = np.random.default_rng([seed, i])
         label = int(i % 4 != 0)  # 3 PNEUMONIA : 1 NORMAL, as in the real data
-        height = int(rng.integers(1000, 2200))
+        height = int(rng.integers(1000, 2200))  # width up to 2500
         width = min(2500, int(height * rng.uniform(1.0, 1.35)))
         anatomy = cxr._patient_anatomy(rng, pneumonia=bool(label))
         small = cxr.synthetic_xray(rng, 300, round(300 * width / height), anatomy, bool(label))

@@ -18,12 +18,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import machine, make_fullsize_jpegs, timed
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 import cxr_utils as cxr
-from common import machine, make_fullsize_jpegs, timed
 
 
 def seed_loader(root: Path, size: int, batch_size: int) -> DataLoader:

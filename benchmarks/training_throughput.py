@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import machine, make_fullsize_jpegs, timed
+from input_pipeline import seed_loader
 from torchvision import models
 
 import cxr_utils as cxr
-from common import machine, make_fullsize_jpegs, timed
-from input_pipeline import seed_loader
 
 
 def seed_recipe(root: Path, size: int, batch_size: int, device: torch.device, epochs: int) -> float:

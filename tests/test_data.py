@@ -276,7 +276,6 @@ def test_find_dataset_wrong_explicit_dir_names_it(tmp_path):
         cxr.find_dataset(tmp_path / "missing")
 
 
-@pytest.mark.xfail(reason="BUG: find_dataset(str) raises TypeError (str / str) instead of DataError", strict=True)
 def test_find_dataset_wrong_explicit_dir_given_as_str(tmp_path):
     """A wrong folder given as a string (as a notebook parameter passes it) is the same DataError."""
     with pytest.raises(cxr.DataError, match=re.escape(str(tmp_path / "missing"))):
@@ -475,11 +474,6 @@ def test_read_xray_rejects_text_named_jpeg(tmp_path):
         cxr.read_xray(path)
 
 
-@pytest.mark.xfail(
-    reason="BUG: decode_resized opens the file with Image.open outside read_xray's try, so a non-image "
-    "raises PIL.UnidentifiedImageError instead of DataError",
-    strict=True,
-)
 def test_decode_resized_rejects_text_named_jpeg(tmp_path):
     """A text file named .jpeg is a DataError naming the file in decode_resized too."""
     path = write_fake_jpeg(tmp_path / "IM-0042-0001.jpeg")
@@ -514,11 +508,6 @@ def test_prepare_data_skips_truncated_jpeg_and_leaves_data_alone(tiny_root, tmp_
     assert len(splits["test"]) == 4 and len(splits["kaggle_val"]) == 2
 
 
-@pytest.mark.xfail(
-    reason="BUG: a text file named .jpeg crashes load_pixels/prepare_data with UnidentifiedImageError "
-    "(decode_resized raises it, decode_files only catches DataError)",
-    strict=True,
-)
 def test_prepare_data_skips_truncated_and_fake_jpegs(tiny_root, tmp_path):
     """A truncated JPEG and a fake .jpeg are both skipped with a warning listing them, and not counted."""
     truncated = write_truncated_jpeg(tiny_root / "train" / "NORMAL" / "IM-0005-0001.jpeg")
@@ -681,7 +670,6 @@ def test_stratified_subset_without_cap_keeps_everything():
     assert cxr.stratified_subset(samples, [1, 4, 6], 3, seed=0) == [1, 4, 6]
 
 
-@pytest.mark.xfail(reason="BUG: stratified_subset rounds each class share up on .5 ties and returns more than cap", strict=True)
 def test_stratified_subset_never_exceeds_cap():
     """'At most cap' holds even when both class shares are exact halves (5 + 5 capped at 3)."""
     samples = _labelled(5, 5)

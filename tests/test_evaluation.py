@@ -168,11 +168,6 @@ def test_choose_threshold_sensitivity_mode_reaches_target(target, expected):
     assert cxr.binary_metrics(VAL_LABELS, VAL_PROBS, chosen)["sensitivity"] >= target
 
 
-@pytest.mark.xfail(
-    reason="BUG: choose_threshold uses roc_curve's default drop_intermediate=True, so 'sensitivity' mode can skip "
-    "the highest threshold that reaches the target (returns 0.7 with sensitivity 0.75 instead of 0.8 with 0.5)",
-    strict=True,
-)
 def test_choose_threshold_sensitivity_mode_returns_highest_such_threshold():
     """'sensitivity' mode returns the HIGHEST threshold reaching the target, as documented (0.8 for a target of 0.5)."""
     chosen = cxr.choose_threshold(VAL_LABELS, VAL_PROBS, method="sensitivity", min_sensitivity=0.5)
@@ -298,11 +293,6 @@ def test_predict_image_truncated_jpeg_raises_data_error(model, xray_jpeg, tmp_pa
         cxr.predict_image(truncated, model, {"image_size": 32}, CPU)
 
 
-@pytest.mark.xfail(
-    reason="BUG: decode_resized opens the file with Image.open outside read_xray's error handling, "
-    "so a non-image raises PIL.UnidentifiedImageError instead of DataError",
-    strict=True,
-)
 def test_predict_image_text_file_raises_data_error(model, tmp_path):
     """A text file named .jpeg raises cxr.DataError naming the file."""
     fake = tmp_path / "notes.jpeg"

@@ -380,10 +380,6 @@ def test_load_imagenet_weights_wrong_state_dict_raises(tmp_path, base_model):
         cxr.load_imagenet_weights("1", weights_file=path)
 
 
-@pytest.mark.xfail(
-    reason="BUG: load_imagenet_weights does not catch torch.load errors: a damaged CXR_WEIGHTS_FILE raises a raw UnpicklingError",
-    strict=True,
-)
 def test_load_imagenet_weights_damaged_file_raises_clear_error(tmp_path):
     """A damaged weights file (e.g. an HTML error page saved as .pth) raises PretrainedWeightsUnavailable naming it."""
     path = tmp_path / "resnet50-download.pth"
@@ -508,12 +504,10 @@ def test_load_checkpoint_wrong_format_raises(tmp_path, saved_checkpoint):
         pytest.param(
             {"metadata": "resnet50", "state_dict": {}},
             id="metadata-not-a-dict",
-            marks=pytest.mark.xfail(reason="BUG: load_checkpoint calls meta.get on a non-dict -> AttributeError", strict=True),
         ),
         pytest.param(
             {"metadata": {"format": 1, "architecture": "resnet50-1logit"}, "state_dict": [1, 2]},
             id="state-dict-not-a-dict",
-            marks=pytest.mark.xfail(reason="BUG: load_state_dict's TypeError is not turned into CheckpointError", strict=True),
         ),
     ],
 )

@@ -308,11 +308,6 @@ def test_list_records_skips_unreadable_json_with_warning(tmp_path):
     assert [r["run_id"] for r in records] == ["20250101-000000-0001", "20250102-000000-0002"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: list_records catches OSError and JSONDecodeError but not UnicodeDecodeError: "
-    "a .json file that is not UTF-8 crashes it instead of being skipped",
-    strict=True,
-)
 def test_list_records_skips_non_utf8_file(tmp_path):
     """A records/*.json file of binary garbage is skipped with a warning like any other unreadable record."""
     cxr.create_record(tmp_path, make_record())
@@ -361,11 +356,6 @@ def test_compare_runs_rows(tmp_path):
     ]
 
 
-@pytest.mark.xfail(
-    reason="BUG: compare_runs replaces a missing/empty history by [{}], so such a run shows epochs=1 and "
-    "best_val_loss=inf (its min(..., default=nan) can never apply)",
-    strict=True,
-)
 def test_compare_runs_record_without_history():
     """A record with no history (not trained yet) shows 0 epochs and a NaN best validation loss."""
     row = cxr.compare_runs([{"run_id": "untrained", "history": []}])[0]
