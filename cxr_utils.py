@@ -881,6 +881,8 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None
 
 def to_model_input(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 grayscale pixels (N, 1, H, W) to the model's input: float in [0, 1] (Introduced in 02)."""
+    if pixels.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 pixels, got {pixels.dtype}")
     return pixels.float().div_(255)
 
 
@@ -1190,7 +1192,7 @@ def load_imagenet_weights(pretrained: str = "auto", weights_file: Path | None = 
             models.resnet50(weights=None).load_state_dict(state)
         except Exception as err:  # damaged file, HTML error page, another model's weights
             raise PretrainedWeightsUnavailable(
-                f"CXR_WEIGHTS_FILE={path} is not a torchvision ResNet50 weights file ({type(err).__name__}: {str(err)[:300]}). "
+                f"CXR_WEIGHTS_FILE={path} is not a torchvision ResNet50 weights file ({_error_summary(err)}). "
                 f"Download it again from {weights.url}."
             ) from None
         return state, f"ImageNet weights from {path}"
@@ -1241,6 +1243,12 @@ def class_balance_pos_weight(labels: torch.Tensor) -> float:
 
 
 # ----------------------------------------------------------------------------- training
+
+
+def best_epoch(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch with the lowest finite validation loss (the one ``fit`` keeps), or None."""
+    finite = [h for h in history if "epoch" in h and math.isfinite(h.get("val_loss", math.nan))]
+    return min(finite, key=lambda h: h["val_loss"]) if finite else None
 
 
 def get_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -1330,7 +1338,7 @@ def fit(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if keep_best and best_state is not None:
         model.load_state_dict(best_state)
-        best = min(history, key=lambda h: h["val_loss"])
+        best = best_epoch(history)
         print(f"Restored the weights of epoch {best['epoch']} (lowest val_loss {best['val_loss']:.4f}).")
     return history
 
@@ -1370,6 +1378,13 @@ def plot_history(history: Sequence[dict[str, Any]]) -> None:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
+
+def _error_summary(err: Exception) -> str:
+    """The informative line of an exception (torch.load's weights-only errors put it mid-message)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    key = next((line for line in lines if "Unsupported" in line or "WeightsUnpickler error" in line), lines[0] if lines else "")
+    return f"{type(err).__name__}: {key[:300]}"
 
 
 class CheckpointError(RuntimeError):
@@ -1460,10 +1475,8 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[Pne
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        reason = next((line for line in lines if "Unsupported" in line or "error" in line.lower()), lines[0] if lines else "")
         raise CheckpointError(
-            f"Refusing to load {path}: it is not a plain weights file ({type(err).__name__}: {reason[:300]}). "
+            f"Refusing to load {path}: it is not a plain weights file ({_error_summary(err)}). "
             "It may be damaged or tampered with; re-run notebook 02 to make a fresh one."
         ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "metadata" not in payload:
@@ -1891,7 +1904,7 @@ def compare_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mode": r.get("model", {}).get("train_mode"),
                 "size": r.get("config", {}).get("image_size"),
                 "epochs": len(history),
-                "best_val_loss": min((h.get("val_loss", math.inf) for h in history), default=math.nan),
+                "best_val_loss": (best_epoch(history) or {}).get("val_loss", math.nan),
                 "test_acc": test.get("accuracy", math.nan),
                 "test_sens": test.get("sensitivity", math.nan),
                 "test_spec": test.get("specificity", math.nan),
@@ -1957,8 +1970,7 @@ def jovian_payload(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     Training metrics come from the epoch with the lowest validation loss, whose weights ``fit`` kept.
     """
     hp = record.get("hyperparams", {})
-    history = record.get("history") or [{}]
-    best = min(history, key=lambda h: h.get("val_loss", math.inf))  # the epoch whose weights were kept
+    best = best_epoch(record.get("history") or []) or {}  # the epoch whose weights fit kept
     test = (record.get("test") or {}).get("chosen_threshold") or {}
     hyperparams = {
         "arch": hp.get("arch"),

@@ -109,9 +109,8 @@ def kaggle_samples(root: Path, n_normal: int = 30, n_pneumonia: int = 60, seed: 
 
 
 def index_of_pixels(images: torch.Tensor) -> list[int]:
-    """Recover the uint8 value of the first pixel of each normalised image (used as a sample id)."""
-    value = images[:, 0, 0, 0] * cxr.IMAGENET_STD[0] + cxr.IMAGENET_MEAN[0]
-    return [round(float(v) * 255) for v in value]
+    """Recover the uint8 value of the first pixel of each [0, 1] model-input image (used as a sample id)."""
+    return [round(float(v) * 255) for v in images[:, 0, 0, 0]]
 
 
 @pytest.fixture
@@ -790,24 +789,21 @@ def test_augment_batch_never_flips():
     assert bool((left - right > 0.2).all()), (left - right).min()
 
 
-def test_normalize_batch_uses_imagenet_stats():
-    """A mid-grey [0, 1] image becomes 3 channels of (0.5 - mean) / std; the input is not modified."""
-    images = torch.full((2, 1, 4, 5), 0.5)
-    out = cxr.normalize_batch(images)
-    assert out.shape == (2, 3, 4, 5)
-    for c, (mean, std) in enumerate(zip(cxr.IMAGENET_MEAN, cxr.IMAGENET_STD)):
-        torch.testing.assert_close(out[:, c], torch.full((2, 4, 5), (0.5 - mean) / std))
-    assert torch.equal(images, torch.full((2, 1, 4, 5), 0.5))
+def test_to_model_input_keeps_one_channel_and_shape():
+    """uint8 (N, 1, H, W) pixels become float32 of the same shape: one channel, no ImageNet normalisation."""
+    pixels = torch.full((2, 1, 4, 5), 128, dtype=torch.uint8)
+    out = cxr.to_model_input(pixels)
+    assert out.shape == (2, 1, 4, 5) and out.dtype == torch.float32
+    assert torch.equal(out, torch.full((2, 1, 4, 5), 128 / 255))  # not (128/255 - mean) / std
+    assert torch.equal(pixels, torch.full((2, 1, 4, 5), 128, dtype=torch.uint8))  # the input is not modified
 
 
-def test_normalize_batch_scales_uint8():
-    """uint8 pixels are divided by 255 first: 255 becomes (1 - mean) / std, 0 becomes -mean / std."""
-    pixels = torch.zeros((1, 1, 2, 2), dtype=torch.uint8)
-    pixels[..., 0, :] = 255
-    out = cxr.normalize_batch(pixels)
-    for c, (mean, std) in enumerate(zip(cxr.IMAGENET_MEAN, cxr.IMAGENET_STD)):
-        assert float(out[0, c, 0, 0]) == pytest.approx((1 - mean) / std, abs=1e-5)
-        assert float(out[0, c, 1, 1]) == pytest.approx(-mean / std, abs=1e-5)
+def test_to_model_input_scales_uint8_to_unit_range():
+    """Every uint8 value v becomes exactly v / 255: 0 is 0.0 and 255 is 1.0."""
+    pixels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    out = cxr.to_model_input(pixels)
+    assert float(out[0, 0, 0, 0]) == 0.0 and float(out[0, 0, 15, 15]) == 1.0
+    torch.testing.assert_close(out, torch.arange(256, dtype=torch.float32).view(1, 1, 16, 16) / 255, atol=0, rtol=0)
 
 
 def _numbered_split(n: int = 10, size: int = 8) -> cxr.XraySplit:
@@ -838,10 +834,11 @@ def test_cached_batch_loader_serves_every_sample_once_per_epoch():
         batches = list(loader)
         assert [len(labels) for _, labels in batches] == [3, 3, 3, 1]
         for images, labels in batches:
-            assert images.shape == (len(labels), 3, 8, 8) and images.dtype == torch.float32
+            assert images.shape == (len(labels), 1, 8, 8) and images.dtype == torch.float32
             assert labels.dtype == torch.float32
             ids = [v // 10 for v in index_of_pixels(images)]
             assert labels.tolist() == [float(i % 2) for i in ids]
+            assert torch.equal(images, split.pixels[ids].float() / 255)  # [0, 1], not normalised
             seen += ids
         assert sorted(seen) == list(range(10))
         orders.append(seen)
@@ -850,16 +847,19 @@ def test_cached_batch_loader_serves_every_sample_once_per_epoch():
 
 
 def test_cached_batch_loader_without_shuffle_keeps_order_and_augments_in_range():
-    """Without shuffling the order is the split's; with augmentation images stay normalised [0, 1] data."""
+    """Without shuffling the order is the split's and images are pixels / 255; augmented images stay in [0, 1]."""
     split = _numbered_split(10)
     plain = cxr.CachedBatchLoader(split, 4, torch.device("cpu"))
     assert [v // 10 for images, _ in plain for v in index_of_pixels(images)] == list(range(10))
+    plain_images = torch.cat([images for images, _ in plain])
+    assert torch.equal(plain_images, split.pixels.float() / 255)
     augmented = cxr.CachedBatchLoader(split, 4, torch.device("cpu"), augment=True, seed=1)
-    low = min(-m / s for m, s in zip(cxr.IMAGENET_MEAN, cxr.IMAGENET_STD))
-    high = max((1 - m) / s for m, s in zip(cxr.IMAGENET_MEAN, cxr.IMAGENET_STD))
+    augmented_images = []
     for images, labels in augmented:
-        assert images.shape[1:] == (3, 8, 8) and labels.dtype == torch.float32
-        assert float(images.min()) >= low - 1e-4 and float(images.max()) <= high + 1e-4
+        assert images.shape[1:] == (1, 8, 8) and images.dtype == torch.float32 and labels.dtype == torch.float32
+        assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+        augmented_images.append(images)
+    assert not torch.equal(torch.cat(augmented_images), plain_images)  # augmentation really ran
 
 
 @pytest.mark.parametrize(
@@ -868,28 +868,53 @@ def test_cached_batch_loader_without_shuffle_keeps_order_and_augments_in_range()
     ids=["png", "small-jpeg", "large-jpeg-drafted"],
 )
 def test_file_dataset_matches_decode_resized(tmp_path, fmt, size, draft):
-    """XrayFileDataset with the eval transforms gives normalize_batch(decode_resized(...)) within 1/255."""
+    """XrayFileDataset with the eval transforms gives to_model_input(decode_resized(...)): 1 channel, within 1/255."""
     path = tmp_path / f"IM-0001-0001.{fmt.lower()}"
     noise_image(7, size).save(path, format=fmt)
     dataset = cxr.XrayFileDataset([path], [1], cxr.make_transforms(SIZE, train=False), draft_size=draft)
     assert len(dataset) == 1
     image, label = dataset[0]
     pixels, _, _ = cxr.decode_resized(path, SIZE)
-    expected = cxr.normalize_batch(torch.from_numpy(pixels.copy()).view(1, 1, SIZE, SIZE))[0]
-    assert label == 1 and image.shape == (3, SIZE, SIZE)
-    torch.testing.assert_close(image, expected, atol=0.02, rtol=0)
+    expected = cxr.to_model_input(torch.from_numpy(pixels.copy()).view(1, 1, SIZE, SIZE))[0]
+    assert label == 1 and image.shape == (1, SIZE, SIZE) and image.dtype == torch.float32
+    torch.testing.assert_close(image, expected, atol=1 / 255, rtol=0)
 
 
 def test_train_transforms_augment_but_keep_shape(tmp_path):
-    """make_transforms(train=True) gives the eval shape but different pixels (random augmentation)."""
+    """make_transforms(train=True) gives the eval shape (1 channel, [0, 1]) but different pixels (random augmentation)."""
     path = tmp_path / "IM-0001-0001.png"
     noise_image(3, (60, 50)).save(path)
     image = cxr.read_xray(path)
     torch.manual_seed(0)
     train = cxr.make_transforms(SIZE, train=True)(image)
     evaluation = cxr.make_transforms(SIZE, train=False)(image)
-    assert train.shape == evaluation.shape == (3, SIZE, SIZE)
+    assert train.shape == evaluation.shape == (1, SIZE, SIZE)
+    assert train.dtype == evaluation.dtype == torch.float32
+    for image_tensor in (train, evaluation):
+        assert float(image_tensor.min()) >= 0.0 and float(image_tensor.max()) <= 1.0
     assert not torch.allclose(train, evaluation, atol=0.05)
+
+
+def test_classic_loader_matches_cached_loader_for_large_jpegs(tmp_path):
+    """make_classic_loader (eval, no workers) decodes large JPEGs like the cache (reduced-scale draft included).
+
+    Its batches are 1-channel [0, 1] images equal, within 1/255, to CachedBatchLoader's over the same split.
+    The control shows the check can fail: the fully decoded files (no draft) differ by more than that.
+    """
+    samples = [(write_jpeg(tmp_path / f"IM-000{i}-0001.jpeg", seed=20 + i, size=(400, 300)), i % 2) for i in range(3)]
+    split = cxr.load_pixels("classic", samples, SIZE, None, progress=False)
+    classic = cxr.make_classic_loader(split, SIZE, batch_size=2, train=False, device=torch.device("cpu"), workers=0)
+    assert len(classic) == 2
+    batches = list(classic)
+    images = torch.cat([images for images, _ in batches])
+    labels = torch.cat([labels for _, labels in batches])
+    cached = torch.cat([images for images, _ in cxr.CachedBatchLoader(split, 2, torch.device("cpu"))])
+    assert images.shape == cached.shape == (3, 1, SIZE, SIZE) and images.dtype == torch.float32
+    assert labels.tolist() == [0, 1, 0]
+    torch.testing.assert_close(images, cached, atol=1 / 255, rtol=0)
+    full_decode = cxr.XrayFileDataset(split.paths, split.labels.tolist(), cxr.make_transforms(SIZE, train=False))
+    undrafted = torch.stack([full_decode[i][0] for i in range(3)])
+    assert float((undrafted - cached).abs().max()) > 1 / 255
 
 
 def test_split_subset_and_class_counts(cache_samples, tmp_path):

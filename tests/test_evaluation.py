@@ -71,9 +71,9 @@ def xray_jpeg(tmp_path) -> Path:
 
 
 def direct_probability(model, pixels: np.ndarray) -> float:
-    """The probability computed by hand from (S, S) uint8 pixels: normalise, forward, sigmoid."""
+    """The probability computed by hand from (S, S) uint8 pixels: scale to [0, 1] as (1, 1, S, S), forward, sigmoid."""
     size = pixels.shape[0]
-    batch = cxr.normalize_batch(torch.from_numpy(pixels.copy()).view(1, 1, size, size))
+    batch = torch.from_numpy(pixels.astype(np.float32) / 255).view(1, 1, size, size)
     with torch.no_grad():
         return float(torch.sigmoid(model.eval()(batch))[0])
 
@@ -207,7 +207,7 @@ def test_predict_dl_probabilities_and_labels_in_loader_order(model):
     assert probs.shape == (5,) and ((probs >= 0) & (probs <= 1)).all()
     assert got_labels.tolist() == labels and got_labels.dtype == torch.long
     with torch.no_grad():
-        expected = torch.sigmoid(model(cxr.normalize_batch(split.pixels)))
+        expected = torch.sigmoid(model(split.pixels.float() / 255))  # (N, 1, S, S) in [0, 1]
     assert torch.allclose(probs, expected, atol=1e-5)
 
 
@@ -256,16 +256,18 @@ def test_predict_image_path_and_pil_image_agree_approximately_for_large_jpeg(mod
     """A JPEG decoded at reduced scale via its path gives about the probability of the fully decoded PIL image.
 
     The random-init model's output moves little with the input, so "about" is measured against a
-    really different input: the path/PIL gap must be smaller than the gap to the inverted image.
+    really different input: the path/PIL gap must be smaller than the gap to the mirrored image
+    (bright disc on the other side). The inverted image is no such yardstick for this random model:
+    by chance its probability lies within 2e-4 of the original's.
     """
     meta = {"image_size": 32}
     from_path = cxr.predict_image(xray_jpeg, model, meta, CPU)["probability"]
     with Image.open(xray_jpeg) as image:
         image.load()
         from_pil = cxr.predict_image(image, model, meta, CPU)["probability"]
-        inverted = cxr.predict_image(Image.fromarray(255 - np.asarray(image)), model, meta, CPU)["probability"]
+        mirrored = cxr.predict_image(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), model, meta, CPU)["probability"]
     assert abs(from_path - from_pil) < 0.01
-    assert abs(from_path - from_pil) < abs(from_path - inverted)
+    assert abs(from_path - from_pil) < abs(from_path - mirrored)
 
 
 def test_predict_image_heatmap(model, xray_jpeg):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import re
 import socket
 import warnings
 from pathlib import Path
@@ -59,9 +60,9 @@ def model(base_model) -> cxr.PneumoniaCnnModel:
 
 
 def make_images(n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` ImageNet-normalised 3x32x32 images, deterministic in the seed."""
+    """``n`` model-input images: 1x32x32 grey in [0, 1], deterministic in the seed."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+    return torch.rand(n, 1, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
 
 
 def make_split(labels: list[int], seed: int = 0, name: str = "tiny") -> cxr.XraySplit:
@@ -157,6 +158,86 @@ def test_device_data_loader_yields_batches_on_device_and_has_wrapped_len():
     assert all(x.device == CPU and y.device == CPU for x, y in batches)
     assert torch.equal(torch.cat([y for _, y in batches]), torch.tensor([0, 1, 0, 1, 1]))
     assert all(x.device.type == "meta" for x, _ in cxr.DeviceDataLoader(loader, torch.device("meta")))
+
+
+# ----------------------------------------------------------------------------- first layer: grey input, normalisation folded in
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+@pytest.fixture(scope="module")
+def rgb_resnet50() -> nn.Module:
+    """A randomly initialised torchvision ResNet50 as the ImageNet file holds it (3-channel conv1); do not modify it."""
+    from torchvision import models
+
+    torch.manual_seed(3)
+    return models.resnet50(weights=None).eval()
+
+
+def grey_to_normalised_rgb(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """What the backbone saw before folding: grey (N, 1, H, W) repeated to 3 channels, then (x - mean) / std."""
+    return (x.expand(-1, 3, -1, -1) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def test_fold_rgb_conv_equals_grey_to_rgb_then_normalise_then_conv(rgb_resnet50):
+    """The folded 1-channel conv equals conv((x repeated to RGB - mean) / std) away from the padded border."""
+    conv = rgb_resnet50.conv1
+    original_weight = conv.weight.detach().clone()
+    folded = cxr.fold_rgb_conv(conv, cxr.IMAGENET_MEAN, cxr.IMAGENET_STD)
+    assert isinstance(folded, nn.Conv2d)
+    assert (folded.in_channels, folded.out_channels, folded.kernel_size) == (1, 64, (7, 7))
+    assert (folded.stride, folded.padding) == ((2, 2), (3, 3))
+    assert folded.bias is not None and folded.bias.shape == (64,)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = folded(x)
+        expected = conv(grey_to_normalised_rgb(x, cxr.IMAGENET_MEAN, cxr.IMAGENET_STD))
+    assert got.shape == expected.shape == (2, 64, 16, 16)
+    torch.testing.assert_close(got[..., 3:-3, 3:-3], expected[..., 3:-3, 3:-3], atol=1e-4, rtol=0)
+    assert torch.equal(conv.weight, original_weight)  # folding leaves the RGB conv alone
+
+
+def test_fold_rgb_conv_is_exact_everywhere_with_black_padding(rgb_resnet50):
+    """Only the padding differs: against the grey image padded with black (0) before normalising, it is exact everywhere."""
+    conv = rgb_resnet50.conv1
+    folded = cxr.fold_rgb_conv(conv, cxr.IMAGENET_MEAN, cxr.IMAGENET_STD)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = folded(x)
+        padded = grey_to_normalised_rgb(F.pad(x, (3, 3, 3, 3)), cxr.IMAGENET_MEAN, cxr.IMAGENET_STD)
+        expected = F.conv2d(padded, conv.weight, stride=2)
+        zero_padded_in_rgb = conv(grey_to_normalised_rgb(x, cxr.IMAGENET_MEAN, cxr.IMAGENET_STD))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    assert not torch.allclose(got[..., 0, :], zero_padded_in_rgb[..., 0, :], atol=1e-2)  # the border is where they differ
+
+
+def test_fold_rgb_conv_uses_the_given_statistics(rgb_resnet50):
+    """Folding with CIFAR statistics gives another layer than with ImageNet's, equal to its own normalise-then-conv."""
+    conv = rgb_resnet50.conv1
+    imagenet = cxr.fold_rgb_conv(conv, cxr.IMAGENET_MEAN, cxr.IMAGENET_STD)
+    cifar = cxr.fold_rgb_conv(conv, CIFAR_MEAN, CIFAR_STD)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got_cifar, got_imagenet = cifar(x), imagenet(x)
+        expected_cifar = conv(grey_to_normalised_rgb(x, CIFAR_MEAN, CIFAR_STD))
+    assert not torch.allclose(cifar.weight, imagenet.weight, atol=1e-3)
+    assert not torch.allclose(cifar.bias, imagenet.bias, atol=1e-3)
+    assert not torch.allclose(got_cifar, got_imagenet, atol=1e-2)
+    torch.testing.assert_close(got_cifar[..., 3:-3, 3:-3], expected_cifar[..., 3:-3, 3:-3], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("mean", "std"), [(None, None), (CIFAR_MEAN, CIFAR_STD)], ids=["imagenet-default", "cifar"])
+def test_model_conv1_is_the_folded_conv1_of_the_given_weights(rgb_resnet50, mean, std):
+    """PneumoniaCnnModel(state_dict) has conv1 = fold_rgb_conv(that state dict's conv1, mean, std): the weights are used."""
+    stats = {} if mean is None else {"mean": mean, "std": std}
+    torch.manual_seed(4)  # the model's own random init must be overwritten
+    model = cxr.PneumoniaCnnModel(state_dict=rgb_resnet50.state_dict(), **stats)
+    expected = cxr.fold_rgb_conv(rgb_resnet50.conv1, mean or cxr.IMAGENET_MEAN, std or cxr.IMAGENET_STD)
+    assert model.network.conv1.weight.shape == (64, 1, 7, 7)
+    assert torch.equal(model.network.conv1.weight, expected.weight)
+    assert torch.equal(model.network.conv1.bias, expected.bias)
+    random_init = cxr.PneumoniaCnnModel(**stats)
+    assert not torch.allclose(random_init.network.conv1.weight, expected.weight, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- model: forward, loss, validation
@@ -355,11 +436,17 @@ def test_load_imagenet_weights_missing_file_raises_with_path(tmp_path, fail_down
     assert fail_download == []
 
 
-def test_load_imagenet_weights_from_valid_file(tmp_path, base_model, fail_download):
-    """A weights_file holding a ResNet50 state dict is loaded, returned unchanged, and fits PneumoniaCnnModel."""
-    state = {k: v.clone() for k, v in base_model.network.state_dict().items()}
+def not_weights_file_error(path: Path, cause: str) -> str:
+    """The regex of the PretrainedWeightsUnavailable message for a CXR_WEIGHTS_FILE that is not ResNet50 weights."""
+    return re.escape(f"CXR_WEIGHTS_FILE={path} is not a torchvision ResNet50 weights file ({cause}")
+
+
+def test_load_imagenet_weights_from_valid_file(tmp_path, fail_download):
+    """A weights_file holding a torchvision ResNet50 state dict is loaded, returned unchanged, and fits PneumoniaCnnModel."""
+    from torchvision import models
+
     torch.manual_seed(1)
-    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 2048), torch.randn(1000)  # ImageNet head shape
+    state = models.resnet50(weights=None).state_dict()  # 3-channel conv1, 1000-class head, like the ImageNet file
     path = tmp_path / "resnet50.pth"
     torch.save(state, path)
     loaded, description = cxr.load_imagenet_weights("auto", weights_file=path)
@@ -368,15 +455,30 @@ def test_load_imagenet_weights_from_valid_file(tmp_path, base_model, fail_downlo
     assert fail_download == []
     torch.manual_seed(2)
     model = cxr.PneumoniaCnnModel(state_dict=loaded)
-    assert torch.equal(model.network.conv1.weight, state["conv1.weight"])
+    # conv1 is the file's RGB conv1 folded to one channel: weight sum_c w_c / std_c, bias -sum_c w_c * mean_c / std_c
+    mean, std = torch.tensor(cxr.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(cxr.IMAGENET_STD).view(1, 3, 1, 1)
+    assert model.network.conv1.weight.shape == (64, 1, 7, 7)
+    torch.testing.assert_close(model.network.conv1.weight.detach(), (state["conv1.weight"] / std).sum(1, keepdim=True))
+    torch.testing.assert_close(model.network.conv1.bias.detach(), -(state["conv1.weight"] * mean / std).sum((1, 2, 3)))
+    backbone = {k: v for k, v in state.items() if not k.startswith(("conv1.", "fc."))}  # everything else: unchanged
+    assert state_equal({k: v for k, v in model.network.state_dict().items() if k in backbone}, backbone)
     assert model.network.fc.weight.shape == (1, 2048)
 
 
-def test_load_imagenet_weights_wrong_state_dict_raises(tmp_path, base_model):
-    """A state dict that is not a torchvision ResNet50 (here our 1-logit head) raises PretrainedWeightsUnavailable."""
+@pytest.mark.parametrize("wrong", ["our-1logit-gray-network", "our-model-state-dict", "resnet18"])
+def test_load_imagenet_weights_wrong_state_dict_raises(tmp_path, base_model, wrong):
+    """A state dict that is not a torchvision ResNet50 raises PretrainedWeightsUnavailable naming the file and the cause."""
+    from torchvision import models
+
+    state = {
+        "our-1logit-gray-network": lambda: base_model.network.state_dict(),  # ResNet50 keys, 1-channel conv1, 1-logit fc
+        "our-model-state-dict": lambda: base_model.state_dict(),  # keys prefixed 'network.'
+        "resnet18": lambda: models.resnet18(weights=None).state_dict(),
+    }[wrong]()
     path = tmp_path / "not-imagenet.pth"
-    torch.save(base_model.network.state_dict(), path)
-    with pytest.raises(cxr.PretrainedWeightsUnavailable, match="not a torchvision ResNet50 state dict"):
+    torch.save(state, path)
+    expected = not_weights_file_error(path, "RuntimeError: Error(s) in loading state_dict")
+    with pytest.raises(cxr.PretrainedWeightsUnavailable, match=expected):
         cxr.load_imagenet_weights("1", weights_file=path)
 
 
@@ -384,8 +486,9 @@ def test_load_imagenet_weights_damaged_file_raises_clear_error(tmp_path):
     """A damaged weights file (e.g. an HTML error page saved as .pth) raises PretrainedWeightsUnavailable naming it."""
     path = tmp_path / "resnet50-download.pth"
     path.write_bytes(b"<html><body>403 Forbidden</body></html>")
-    with pytest.raises(cxr.PretrainedWeightsUnavailable, match="resnet50-download.pth"):
+    with pytest.raises(cxr.PretrainedWeightsUnavailable, match=not_weights_file_error(path, "")) as info:
         cxr.load_imagenet_weights("auto", weights_file=path)
+    assert "Download it again from https://" in str(info.value)
 
 
 # ----------------------------------------------------------------------------- train mode, class balance
@@ -454,7 +557,12 @@ def test_checkpoint_round_trip(saved_checkpoint, base_model):
     assert meta["threshold"] == 0.37 and meta["image_size"] == IMAGE_SIZE and meta["run_id"] == "run-1"
     assert meta["class_names"] == ["NORMAL", "PNEUMONIA"]
     assert meta["metrics"] == {"val_loss": 0.5}
-    assert meta["format"] == cxr.CHECKPOINT_FORMAT and meta["architecture"] == "resnet50-1logit"
+    assert meta["format"] == cxr.CHECKPOINT_FORMAT and meta["architecture"] == "resnet50-gray-1logit"
+    assert "1 channel" in meta["input"] and "[0, 1]" in meta["input"]  # what the model expects, for a reader of the file
+    assert meta["mean"] == list(cxr.IMAGENET_MEAN) and meta["std"] == list(cxr.IMAGENET_STD)
+    images = make_images(2, seed=5)
+    with torch.no_grad():
+        assert torch.equal(model(images), base_model(images))  # same predictions on (N, 1, H, W) input
     assert {"torch", "torchvision", "python"} <= set(meta["versions"])
     assert all(type(v) is str for v in meta["versions"].values())
 
@@ -496,6 +604,15 @@ def test_load_checkpoint_wrong_format_raises(tmp_path, saved_checkpoint):
         cxr.load_checkpoint(path)
 
 
+def test_load_checkpoint_old_rgb_architecture_raises(tmp_path, saved_checkpoint):
+    """A checkpoint of the earlier 3-channel model ('resnet50-1logit') raises CheckpointError naming both architectures."""
+    rgb_metadata = {"architecture": "resnet50-1logit"}
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "rgb.pt", lambda p: p["metadata"].update(rgb_metadata))
+    with pytest.raises(cxr.CheckpointError, match="architecture 'resnet50-1logit'") as info:
+        cxr.load_checkpoint(path)
+    assert "'resnet50-gray-1logit'" in str(info.value) and "Re-run notebook 02" in str(info.value)
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -506,7 +623,7 @@ def test_load_checkpoint_wrong_format_raises(tmp_path, saved_checkpoint):
             id="metadata-not-a-dict",
         ),
         pytest.param(
-            {"metadata": {"format": 1, "architecture": "resnet50-1logit"}, "state_dict": [1, 2]},
+            {"metadata": {"format": cxr.CHECKPOINT_FORMAT, "architecture": "resnet50-gray-1logit"}, "state_dict": [1, 2]},
             id="state-dict-not-a-dict",
         ),
     ],

@@ -35,10 +35,12 @@ EXPECTED_HYPERPARAMS = {
     "grad_clip": 0.1,
     "opt": "Adam",
 }
+# Training metrics are those of make_record()'s best epoch (lowest val_loss: epoch 1 of 0-2), whose weights
+# fit() keeps; the last epoch (train_loss 0.5, val_loss 0.6, val_acc 0.7) differs in all three.
 EXPECTED_METRICS = {
-    "train_loss": 0.5,
-    "val_loss": 0.6,
-    "val_accuracy": 0.7,
+    "train_loss": 0.7,
+    "val_loss": 0.55,
+    "val_accuracy": 0.65,
     "test_accuracy": 0.8,
     "test_sensitivity": 0.9,
     "test_specificity": 0.6,
@@ -194,7 +196,7 @@ def make_record(run_id: str = "20250101-120000-abcd", synthetic: bool = True) ->
             "batch_size": 32,
             "image_size": 64,
         },
-        "history": [
+        "history": [  # the best epoch (1) is neither the first nor the last
             {"epoch": 0, "train_loss": 0.9, "val_loss": 0.65, "val_acc": 0.6},
             {"epoch": 1, "train_loss": 0.7, "val_loss": 0.55, "val_acc": 0.65},
             {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_acc": 0.7},
@@ -409,6 +411,35 @@ def test_jovian_status_unusable_credentials(home, content):
     path.write_text(content)
     ready, reason = cxr.jovian_status()
     assert ready is False and "jovian configure" in reason
+
+
+@pytest.mark.parametrize("best", [0, 1, 2])
+def test_jovian_payload_takes_training_metrics_from_lowest_val_loss_epoch(best):
+    """train_loss, val_loss and val_accuracy all come from the epoch with the lowest val_loss, wherever it is."""
+    record = make_record()
+    losses = [0.8, 0.7, 0.75]
+    losses[best] = 0.3
+    record["history"] = [
+        {"epoch": i, "train_loss": 1.0 - 0.1 * i, "val_loss": loss, "val_acc": 0.5 + 0.1 * i} for i, loss in enumerate(losses)
+    ]
+    metrics = cxr.jovian_payload(record)["metrics"]
+    assert (metrics["train_loss"], metrics["val_loss"], metrics["val_accuracy"]) == (1.0 - 0.1 * best, 0.3, 0.5 + 0.1 * best)
+    assert {k: metrics[k] for k in ("test_accuracy", "test_roc_auc", "threshold")} == {
+        "test_accuracy": 0.8,
+        "test_roc_auc": 0.85,
+        "threshold": 0.42,
+    }
+
+
+def test_jovian_payload_skips_nan_val_loss_epoch_like_fit():
+    """A diverged first epoch (val_loss NaN) is not the best epoch: fit keeps epoch 1's weights, so the payload reports epoch 1."""
+    record = make_record()
+    record["history"] = [
+        {"epoch": 0, "train_loss": float("nan"), "val_loss": float("nan"), "val_acc": 0.5},
+        {"epoch": 1, "train_loss": 0.7, "val_loss": 0.55, "val_acc": 0.65},
+    ]
+    metrics = cxr.jovian_payload(record)["metrics"]
+    assert (metrics["train_loss"], metrics["val_loss"], metrics["val_accuracy"]) == (0.7, 0.55, 0.65)
 
 
 def test_log_to_jovian_without_credentials_prints_payload(home, forbid_jovian_calls, capsys):
