@@ -871,7 +871,9 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None
     # The sampling grid of F.affine_grid, built by broadcasting (several times faster on a CPU).
     xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=device).view(1, 1, width)
     ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=device).view(1, height, 1)
-    grid = torch.stack([cos * xs - sin * ys + shift_x, sin * xs + cos * ys + shift_y], dim=-1)
+    grid = torch.empty(n, height, width, 2, device=device)
+    torch.add(cos * xs, shift_x - sin * ys, out=grid[..., 0])
+    torch.add(sin * xs, shift_y + cos * ys, out=grid[..., 1])
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     brightness, contrast = uniform(0.8, 1.2).unsqueeze(1), uniform(0.8, 1.2).unsqueeze(1)
     # brightness then contrast around the image mean, fused: x*b*c + mean(x*b)*(1-c)
@@ -1322,6 +1324,8 @@ def fit(
             seen += len(batch[1])
             lrs.append(get_lr(optimizer))
             sched.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # one sync per epoch, so the timing covers the GPU's work
         seconds = time.perf_counter() - start  # training only; validation is not counted
         result = evaluate(model, val_loader)
         result.update(
@@ -1343,9 +1347,15 @@ def fit(
     return history
 
 
-def images_per_second(step, batches: Iterable, warmup: int = 2, sync_device: torch.device | None = None) -> float:
-    """Time ``step(batch)`` over ``batches`` after ``warmup`` untimed batches; return images per second."""
+def images_per_second(
+    step, batches: Iterable, warmup: int = 2, sync_device: torch.device | None = None, max_batches: int | None = None
+) -> float:
+    """Time ``step(batch)`` over ``batches`` (at most ``max_batches``) after ``warmup`` untimed ones; return images/s."""
+    import itertools
+
     iterator = iter(batches)
+    if max_batches is not None:
+        iterator = itertools.islice(iterator, warmup + max_batches)
     for _ in range(warmup):
         step(next(iterator))
     if sync_device is not None and sync_device.type == "cuda":
@@ -1401,6 +1411,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run products are ordinary files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -1683,7 +1694,8 @@ def plot_threshold_sweep(labels, probs, marks: dict[str, float]) -> None:
     import matplotlib.pyplot as plt
 
     grid = np.linspace(0.01, 0.99, 99)
-    sens, spec = zip(*[(binary_metrics(labels, probs, t)["sensitivity"], binary_metrics(labels, probs, t)["specificity"]) for t in grid])
+    sweep = [binary_metrics(labels, probs, t) for t in grid]
+    sens, spec = [m["sensitivity"] for m in sweep], [m["specificity"] for m in sweep]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(grid, sens, label="sensitivity")
     ax.plot(grid, spec, label="specificity")

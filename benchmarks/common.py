@@ -27,7 +27,7 @@ def make_fullsize_jpegs(folder: Path, n_images: int, seed: int = 0) -> Path:
         anatomy = cxr._patient_anatomy(rng, pneumonia=bool(label))
         small = cxr.synthetic_xray(rng, 300, round(300 * width / height), anatomy, bool(label))
         image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
-        noise = rng.normal(0, 6, (height, width))  # film grain, so the JPEGs are as heavy as real ones
+        noise = rng.normal(0, 2, (height, width))  # film grain: files of 200-400 kB, like the Kaggle originals
         image = Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
         if i % 20 == 0:
             image = image.convert("RGB")

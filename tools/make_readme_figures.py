@@ -46,8 +46,11 @@ def training_curves(record_path: Path) -> Path:
     """Loss and accuracy per epoch of one run, titled with its provenance."""
     record = cxr.read_record(record_path)
     cxr.plot_history(record["history"])
-    data = "synthetic sample" if record["dataset"]["synthetic"] else f"real X-rays ({record.get('provenance', record['dataset']['root'])})"
-    plt.gcf().suptitle(f"run {record['run_id']}: {data}; weights: {record['model']['weights'][:60]}", fontsize=9)
+    data = "synthetic sample" if record["dataset"]["synthetic"] else "real X-rays"
+    train = sum(record["dataset"]["counts"]["train"].values())
+    weights = "ImageNet weights" if record["model"]["pretrained"] else "random init (no ImageNet weights)"
+    title = f"{data}, {train} training images at {record['config']['image_size']} px, {weights}, {record['environment']['device']}"
+    plt.gcf().suptitle(f"run {record['run_id']}: {title}", fontsize=10)
     plt.gcf().tight_layout()
     out = IMAGES / "training_curves.png"
     plt.savefig(out, dpi=80)
