@@ -21,6 +21,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -427,36 +428,42 @@ def make_synthetic_dataset(out_dir: Path, seed: int = 42, counts: dict[str, tupl
     stamp_path = root / "SYNTHETIC.json"
     if stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
         return root
-    tmp_root = Path(tempfile.mkdtemp(prefix="synthetic-", dir=Path(out_dir).mkdir(parents=True, exist_ok=True) or out_dir))
-    for split_index, (split, (n_normal, n_pneumonia)) in enumerate(counts.items()):
-        for label, n_patients in enumerate((n_normal, n_pneumonia)):
-            folder = tmp_root / split / CLASS_NAMES[label]
-            folder.mkdir(parents=True)
-            for patient in range(1, n_patients + 1):
-                rng = np.random.default_rng([seed, split_index, label, patient])
-                anatomy = _patient_anatomy(rng, pneumonia=bool(label))
-                base = int(rng.integers(1000, 1500) if rng.random() < 0.06 else rng.integers(300, 640))
-                height, width = base, int(base * rng.uniform(1.0, 1.4))
-                kind = rng.choice(["bacteria", "virus"])
-                for k in range(1, int(rng.integers(1, 4)) + 1):
-                    if label == 0:
-                        stem = f"IM-{patient:04d}-0001" if k == 1 else f"IM-{patient:04d}-0001-{k:04d}"
-                    else:
-                        stem = f"person{patient}_{kind}_{k}"
-                    scale = min(1.0, 320 / width)  # draw at <= 320 px (fast), then upsample
-                    pixels = synthetic_xray(rng, round(height * scale), round(width * scale), anatomy, bool(label))
-                    image = Image.fromarray(pixels).resize((width, height), Image.Resampling.BICUBIC)
-                    if rng.random() < 0.05:
-                        image = image.convert("RGB")
-                    image.save(folder / f"{stem}.jpeg", quality=90)
-    tmp_root.joinpath("SYNTHETIC.json").write_text(json.dumps(stamp))
-    if root.exists():
-        import shutil
-
-        shutil.rmtree(root)  # our own generated folder, inside the run dir
-    root.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp_root, root)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=out_dir))  # same disk, so the rename is atomic
+    try:
+        for split_index, (split, patients_per_class) in enumerate(counts.items()):
+            for label, n_patients in enumerate(patients_per_class):
+                folder = tmp_root / split / CLASS_NAMES[label]
+                folder.mkdir(parents=True)
+                for patient in range(1, n_patients + 1):
+                    _write_synthetic_patient(folder, np.random.default_rng([seed, split_index, label, patient]), label, patient)
+        (tmp_root / "SYNTHETIC.json").write_text(json.dumps(stamp))
+        if root.exists():
+            shutil.rmtree(root)  # an older generated sample of ours, inside the run dir
+        root.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_root, root)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
     return root
+
+
+def _write_synthetic_patient(folder: Path, rng: np.random.Generator, label: int, patient: int) -> None:
+    """Write one synthetic patient's 1 to 3 films, named as in the Kaggle data."""
+    anatomy = _patient_anatomy(rng, pneumonia=bool(label))
+    base = int(rng.integers(1000, 1500) if rng.random() < 0.06 else rng.integers(300, 640))
+    height, width = base, int(base * rng.uniform(1.0, 1.4))
+    kind = rng.choice(["bacteria", "virus"])
+    for k in range(1, int(rng.integers(1, 4)) + 1):
+        if label == 0:
+            stem = f"IM-{patient:04d}-0001" if k == 1 else f"IM-{patient:04d}-0001-{k:04d}"
+        else:
+            stem = f"person{patient}_{kind}_{k}"
+        scale = min(1.0, 320 / width)  # draw at <= 320 px (fast), then upsample
+        pixels = synthetic_xray(rng, round(height * scale), round(width * scale), anatomy, bool(label))
+        image = Image.fromarray(pixels).resize((width, height), Image.Resampling.BICUBIC)
+        if rng.random() < 0.05:
+            image = image.convert("RGB")
+        image.save(folder / f"{stem}.jpeg", quality=90)
 
 
 # ----------------------------------------------------------------------------- data: patient split
