@@ -113,6 +113,12 @@ def _parse_choice(*choices: str):
     return parse
 
 
+def _parse_path(text: str) -> Path:
+    """A path from the environment; relative ones are taken from the project folder, as notebooks run in notebooks/."""
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+
+
 def _parse_optional_int(text: str) -> int | None:
     if text.strip().lower() in {"", "none", "all"}:
         return None
@@ -123,7 +129,7 @@ def _parse_optional_int(text: str) -> int | None:
 
 
 _ENV = {
-    "data_dir": ("CXR_DATA_DIR", lambda t: Path(t).expanduser()),
+    "data_dir": ("CXR_DATA_DIR", _parse_path),
     "quick": ("CXR_QUICK", _parse_bool),
     "seed": ("CXR_SEED", int),
     "image_size": ("CXR_IMAGE_SIZE", int),
@@ -133,8 +139,8 @@ _ENV = {
     "pretrained": ("CXR_PRETRAINED", _parse_choice("auto", "1", "0")),
     "train_mode": ("CXR_TRAIN_MODE", _parse_choice("auto", "finetune", "feature_extractor")),
     "max_images": ("CXR_MAX_IMAGES", _parse_optional_int),
-    "weights_file": ("CXR_WEIGHTS_FILE", lambda t: Path(t).expanduser()),
-    "run_dir": ("CXR_RUN_DIR", lambda t: Path(t).expanduser()),
+    "weights_file": ("CXR_WEIGHTS_FILE", _parse_path),
+    "run_dir": ("CXR_RUN_DIR", _parse_path),
 }
 
 # Full run (a GPU, the real data) and quick run (CI, a CPU laptop): same code, other sizes.

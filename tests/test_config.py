@@ -243,3 +243,11 @@ def test_as_dict_keeps_none_values(quick_env):
     data = cxr.load_config(environ={**quick_env, "CXR_MAX_IMAGES": "all"}).as_dict()
     assert data["data_dir"] is None and data["weights_file"] is None and data["max_images"] is None
     assert json.loads(json.dumps(data))["max_images"] is None
+
+
+def test_relative_paths_are_taken_from_the_project_folder():
+    """Notebooks run in notebooks/, scripts elsewhere: a relative CXR_RUN_DIR/CXR_DATA_DIR must mean the same place for both."""
+    config = cxr.load_config(environ={"CXR_QUICK": "1", "CXR_RUN_DIR": "runs/elsewhere", "CXR_DATA_DIR": "data/x"})
+    assert config.run_dir == (cxr.PROJECT_ROOT / "runs" / "elsewhere").resolve()
+    assert config.data_dir == (cxr.PROJECT_ROOT / "data" / "x").resolve()
+    assert cxr.load_config(environ={"CXR_QUICK": "1", "CXR_RUN_DIR": "/tmp/abs"}).run_dir == Path("/tmp/abs")
