@@ -247,13 +247,16 @@ def find_dataset(data_dir: Path | None) -> Path | None:
     return None
 
 
-def resolve_dataset(config: Config) -> tuple[Path, bool]:
-    """Return (dataset root, is_synthetic): the real data if found, else the synthetic sample, loudly."""
-    root = find_dataset(config.data_dir)
+def resolve_dataset(data_dir: Path | None, run_dir: Path, seed: int = 42) -> tuple[Path, bool]:
+    """Return (dataset root, is_synthetic): the real data if found, else the synthetic sample, loudly.
+
+    Introduced in 01_data_preview.ipynb. ``data_dir`` is CXR_DATA_DIR (None: search the defaults).
+    """
+    root = find_dataset(data_dir)
     if root is not None:
         print(f"Using the dataset at {root}")
         return root, False
-    root = make_synthetic_dataset(config.run_dir / "synthetic", seed=config.seed)
+    root = make_synthetic_dataset(Path(run_dir) / "synthetic", seed=seed)
     looked = ", ".join(str(p) for p in default_data_dirs())
     print(
         "=" * 78 + "\n"

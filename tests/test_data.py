@@ -927,3 +927,25 @@ def test_split_subset_and_class_counts(cache_samples, tmp_path):
     assert torch.equal(part.pixels[0], split.pixels[5]) and part.labels.tolist() == [1, 0]
     assert part.class_counts() == {"NORMAL": 1, "PNEUMONIA": 1}
     assert not any(tmp_path.rglob("*.pt"))  # cache_dir=None writes no cache
+
+
+def test_resolve_dataset_falls_back_to_a_loud_synthetic_sample(tmp_path, monkeypatch, capsys):
+    """No CXR_DATA_DIR and nothing at the default places: the synthetic sample, announced in a banner."""
+    monkeypatch.setattr(cxr, "default_data_dirs", lambda: [tmp_path / "nothing"])
+    monkeypatch.setattr(cxr, "SYNTHETIC_COUNTS", {"train": (2, 3), "val": (1, 1), "test": (1, 2)})
+    root, synthetic = cxr.resolve_dataset(None, tmp_path / "runs", seed=3)
+    assert synthetic is True
+    assert root.is_relative_to(tmp_path / "runs") and (root / "train" / "PNEUMONIA").is_dir()
+    assert "SYNTHETIC DATA" in capsys.readouterr().out
+
+
+def test_resolve_dataset_uses_real_data_and_never_falls_back_when_dir_is_wrong(tmp_path, capsys):
+    """An explicit dataset is used as is; a wrong CXR_DATA_DIR is an error, not a silent synthetic run."""
+    for split in cxr.SPLIT_FOLDERS:
+        for name in cxr.CLASS_NAMES:
+            (tmp_path / "data" / "chest_xray" / split / name).mkdir(parents=True)
+    root, synthetic = cxr.resolve_dataset(tmp_path / "data", tmp_path / "runs")
+    assert (root, synthetic) == (tmp_path / "data" / "chest_xray", False)
+    with pytest.raises(cxr.DataError, match="wrong-place"):
+        cxr.resolve_dataset(tmp_path / "wrong-place", tmp_path / "runs")
+    assert not (tmp_path / "runs" / "synthetic").exists()
