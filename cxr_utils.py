@@ -535,11 +535,12 @@ def patients_on_both_sides(samples: Sequence[tuple[Path, int]], train_idx: Itera
     return len(train_patients & {patient_id(samples[i][0]) for i in val_idx})
 
 
-def _fingerprint(paths: Iterable[Path], root: Path) -> str:
+def file_list_sha256(paths: Iterable[Path], root: Path) -> str:
+    """SHA-256 of a list of file paths relative to ``root``: changes when any file is added, removed or renamed."""
     digest = hashlib.sha256()
     for path in paths:
         digest.update(str(Path(path).relative_to(root)).encode() + b"\0")
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
 def load_or_make_split(
@@ -547,7 +548,7 @@ def load_or_make_split(
 ) -> tuple[list[int], list[int]]:
     """Reuse the saved patient split for this file list and seed, or make and save it (Introduced in 01)."""
     path = Path(run_dir) / f"split-seed{seed}.json"
-    fingerprint = _fingerprint((p for p, _ in samples), root)
+    fingerprint = file_list_sha256((p for p, _ in samples), root)[:16]
     rel = [str(Path(p).relative_to(root)) for p, _ in samples]
     if path.exists():
         saved = json.loads(path.read_text())
@@ -1417,9 +1418,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, or does not fit the model."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so readers see the old or the new content, never half of it."""
-    path = Path(path)
+def _write_beside(path: Path, data: bytes) -> str:
+    """Write ``data`` to a new, synced temporary file in ``path``'s folder and return its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -1428,6 +1428,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run products are ordinary files
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so readers see the old or the new content, never half of it."""
+    path = Path(path)
+    tmp = _write_beside(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -1863,27 +1874,18 @@ def git_commit(path: Path = PROJECT_ROOT) -> str | None:
 
 def dataset_summary(root: Path, synthetic: bool, splits: dict[str, XraySplit]) -> dict[str, Any]:
     """Which data a run used: real or synthetic, counts per split and a hash of the file list."""
-    digest = hashlib.sha256()
-    for split in splits.values():
-        for path in split.paths:
-            digest.update(str(Path(path).relative_to(root)).encode() + b"\0")
     return {
         "root": str(root),
         "synthetic": synthetic,
         "counts": {name: split.class_counts() for name, split in splits.items()},
-        "file_list_sha256": digest.hexdigest(),
+        "file_list_sha256": file_list_sha256((p for split in splits.values() for p in split.paths), root),
     }
 
 
 def create_record(run_dir: Path, record: dict[str, Any]) -> Path:
     """Write a new run record ``records/<run_id>.json``; refuses to overwrite an existing one (Introduced in 02)."""
     path = Path(run_dir) / "records" / f"{record['run_id']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".new-", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=1, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
+    tmp = _write_beside(path, json.dumps(record, indent=1, default=str).encode("utf-8"))
     try:
         os.link(tmp, path)  # fails if the record exists: an earlier run is never overwritten
     except FileExistsError:
