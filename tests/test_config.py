@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import cxr_utils as cxr
+from cxr_support.config import _ENV, FULL_DEFAULTS, PROJECT_ROOT, QUICK_DEFAULTS, Config, load_config
 
-FIELD_NAMES = [f.name for f in dataclasses.fields(cxr.Config) if f.name != "sources"]
+FIELD_NAMES = [f.name for f in dataclasses.fields(Config) if f.name != "sources"]
 
 
 @pytest.fixture
@@ -48,24 +48,24 @@ def full_env(tmp_path: Path) -> dict[str, str]:
 
 def test_defaults_and_their_sources(quick_env):
     """With only CXR_QUICK set, every other setting is a default and says which kind."""
-    config = cxr.load_config(environ=quick_env)
+    config = load_config(environ=quick_env)
     assert config.data_dir is None
     assert config.seed == 42
     assert config.pretrained == "auto"
     assert config.train_mode == "auto"
     assert config.weights_file is None
-    assert config.run_dir == cxr.PROJECT_ROOT / "runs"
+    assert config.run_dir == PROJECT_ROOT / "runs"
     assert config.sources["quick"] == "env CXR_QUICK"
     for name in ("data_dir", "seed", "pretrained", "train_mode", "weights_file", "run_dir"):
         assert config.sources[name] == "default", name
-    for name in cxr.QUICK_DEFAULTS:
+    for name in QUICK_DEFAULTS:
         assert config.sources[name] == "quick default", name
     assert set(config.sources) == set(FIELD_NAMES)
 
 
 def test_quick_is_auto_detected_from_cuda_when_unset():
     """Without CXR_QUICK, quick mode is on exactly when there is no CUDA device, and the source says so."""
-    config = cxr.load_config(environ={})
+    config = load_config(environ={})
     assert config.quick is (not torch.cuda.is_available())
     expected = "auto (no CUDA device)" if config.quick else "auto (CUDA device found)"
     assert config.sources["quick"] == expected
@@ -73,11 +73,11 @@ def test_quick_is_auto_detected_from_cuda_when_unset():
 
 @pytest.mark.parametrize(
     ("quick", "defaults", "label"),
-    [(True, cxr.QUICK_DEFAULTS, "quick default"), (False, cxr.FULL_DEFAULTS, "full default")],
+    [(True, QUICK_DEFAULTS, "quick default"), (False, FULL_DEFAULTS, "full default")],
 )
 def test_quick_flag_picks_its_defaults(quick, defaults, label):
     """quick=True takes QUICK_DEFAULTS, quick=False FULL_DEFAULTS, each labelled as such."""
-    config = cxr.load_config(environ={}, quick=quick)
+    config = load_config(environ={}, quick=quick)
     assert config.quick is quick
     assert config.sources["quick"] == "notebook parameter"
     for name, value in defaults.items():
@@ -87,8 +87,8 @@ def test_quick_flag_picks_its_defaults(quick, defaults, label):
 
 def test_quick_and_full_defaults_differ():
     """The two default sets really differ (a quick run is smaller than a full one)."""
-    quick = cxr.load_config(environ={"CXR_QUICK": "1"})
-    full = cxr.load_config(environ={"CXR_QUICK": "0"})
+    quick = load_config(environ={"CXR_QUICK": "1"})
+    full = load_config(environ={"CXR_QUICK": "0"})
     assert quick.image_size < full.image_size
     assert quick.max_images is not None and full.max_images is None
 
@@ -98,7 +98,7 @@ def test_quick_and_full_defaults_differ():
 
 def test_env_values_are_parsed_and_sourced(full_env, tmp_path):
     """Every CXR_* variable is parsed to its type and recorded as 'env CXR_...'."""
-    config = cxr.load_config(environ=full_env)
+    config = load_config(environ=full_env)
     assert config.data_dir == tmp_path / "data"
     assert config.quick is False
     assert config.seed == 7
@@ -112,41 +112,41 @@ def test_env_values_are_parsed_and_sourced(full_env, tmp_path):
     assert config.weights_file == tmp_path / "resnet50.pth"
     assert config.run_dir == tmp_path / "runs"
     assert isinstance(config.data_dir, Path) and isinstance(config.run_dir, Path)
-    for name, (var, _) in cxr._ENV.items():
+    for name, (var, _) in _ENV.items():
         assert config.sources[name] == f"env {var}", name
 
 
 @pytest.mark.parametrize("text", ["1", "true", "YES", "on"])
 def test_quick_accepts_true_spellings(text):
     """CXR_QUICK accepts the usual spellings of true."""
-    assert cxr.load_config(environ={"CXR_QUICK": text}).quick is True
+    assert load_config(environ={"CXR_QUICK": text}).quick is True
 
 
 @pytest.mark.parametrize("text", ["0", "false", "No", "off"])
 def test_quick_accepts_false_spellings(text):
     """CXR_QUICK accepts the usual spellings of false."""
-    assert cxr.load_config(environ={"CXR_QUICK": text}).quick is False
+    assert load_config(environ={"CXR_QUICK": text}).quick is False
 
 
 def test_blank_env_value_counts_as_unset(quick_env):
     """A variable set to blanks is ignored, and the default applies."""
-    config = cxr.load_config(environ={**quick_env, "CXR_SEED": "  ", "CXR_IMAGE_SIZE": ""})
+    config = load_config(environ={**quick_env, "CXR_SEED": "  ", "CXR_IMAGE_SIZE": ""})
     assert config.seed == 42 and config.sources["seed"] == "default"
-    assert config.image_size == cxr.QUICK_DEFAULTS["image_size"]
+    assert config.image_size == QUICK_DEFAULTS["image_size"]
     assert config.sources["image_size"] == "quick default"
 
 
 @pytest.mark.parametrize("text", ["all", "ALL", "none"])
 def test_max_images_all_means_no_cap(quick_env, text):
     """CXR_MAX_IMAGES=all (or none) means every image: None, from the environment, not the quick cap."""
-    config = cxr.load_config(environ={**quick_env, "CXR_MAX_IMAGES": text})
+    config = load_config(environ={**quick_env, "CXR_MAX_IMAGES": text})
     assert config.max_images is None
     assert config.sources["max_images"] == "env CXR_MAX_IMAGES"
 
 
 def test_notebook_overrides_win_over_env(full_env):
     """A notebook parameter beats the environment variable for the same setting."""
-    config = cxr.load_config(environ=full_env, seed=5, quick=True, image_size=96, train_mode="feature_extractor")
+    config = load_config(environ=full_env, seed=5, quick=True, image_size=96, train_mode="feature_extractor")
     assert (config.seed, config.quick, config.image_size, config.train_mode) == (5, True, 96, "feature_extractor")
     for name in ("seed", "quick", "image_size", "train_mode"):
         assert config.sources[name] == "notebook parameter", name
@@ -155,14 +155,14 @@ def test_notebook_overrides_win_over_env(full_env):
 
 def test_none_override_falls_through_to_env(full_env):
     """An override of None is 'not given': the environment value is used."""
-    config = cxr.load_config(environ=full_env, seed=None)
+    config = load_config(environ=full_env, seed=None)
     assert config.seed == 7 and config.sources["seed"] == "env CXR_SEED"
 
 
 def test_quick_override_false_beats_env_quick(quick_env):
     """quick=False from the notebook gives full defaults even when CXR_QUICK=1."""
-    config = cxr.load_config(environ=quick_env, quick=False)
-    assert config.image_size == cxr.FULL_DEFAULTS["image_size"]
+    config = load_config(environ=quick_env, quick=False)
+    assert config.image_size == FULL_DEFAULTS["image_size"]
     assert config.sources["image_size"] == "full default"
 
 
@@ -189,19 +189,19 @@ def test_invalid_env_value_raises_naming_the_variable(var, value):
     """A bad value raises ValueError whose message names the variable."""
     environ = {"CXR_QUICK": "1", var: value}  # for CXR_QUICK itself, the bad value replaces the good one
     with pytest.raises(ValueError, match=var):
-        cxr.load_config(environ=environ)
+        load_config(environ=environ)
 
 
 def test_invalid_value_message_quotes_the_value():
     """The message also shows the offending value, so the user can find it."""
     with pytest.raises(ValueError, match="maybe"):
-        cxr.load_config(environ={"CXR_QUICK": "maybe"})
+        load_config(environ={"CXR_QUICK": "maybe"})
 
 
 def test_too_small_image_size_from_notebook_is_rejected(quick_env):
     """The size check applies to notebook parameters too, not only to the environment."""
     with pytest.raises(ValueError, match="CXR_IMAGE_SIZE"):
-        cxr.load_config(environ=quick_env, image_size=16)
+        load_config(environ=quick_env, image_size=16)
 
 
 # ----------------------------------------------------------------------------- Config.show / as_dict
@@ -209,27 +209,27 @@ def test_too_small_image_size_from_notebook_is_rejected(quick_env):
 
 def test_show_prints_every_field(full_env, capsys):
     """show() prints a row for every setting with its value and source."""
-    cxr.load_config(environ=full_env).show()
+    load_config(environ=full_env).show()
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert len(lines) == len(FIELD_NAMES) + 1  # header + one row per setting
     for name in FIELD_NAMES:
         row = next((line for line in lines if line.split()[0] == name), None)
         assert row is not None, f"{name} missing from show()"
-        assert row.rstrip().endswith(f"env {cxr._ENV[name][0]}"), row
+        assert row.rstrip().endswith(f"env {_ENV[name][0]}"), row
     assert "sources" not in out
 
 
 def test_show_marks_auto_data_dir(quick_env, capsys):
     """An unset data_dir shows as '(auto)' (it is searched for), not 'None'."""
-    cxr.load_config(environ=quick_env).show()
+    load_config(environ=quick_env).show()
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("data_dir"))
     assert "(auto)" in row and "None" not in row
 
 
 def test_as_dict_is_json_serialisable(full_env, tmp_path):
     """as_dict gives plain JSON values (paths as strings) for every setting, and no sources."""
-    config = cxr.load_config(environ=full_env)
+    config = load_config(environ=full_env)
     data = config.as_dict()
     assert sorted(data) == sorted(FIELD_NAMES)
     assert json.loads(json.dumps(data)) == data
@@ -240,14 +240,14 @@ def test_as_dict_is_json_serialisable(full_env, tmp_path):
 
 def test_as_dict_keeps_none_values(quick_env):
     """Unset optional settings stay None (JSON null), not the string 'None'."""
-    data = cxr.load_config(environ={**quick_env, "CXR_MAX_IMAGES": "all"}).as_dict()
+    data = load_config(environ={**quick_env, "CXR_MAX_IMAGES": "all"}).as_dict()
     assert data["data_dir"] is None and data["weights_file"] is None and data["max_images"] is None
     assert json.loads(json.dumps(data))["max_images"] is None
 
 
 def test_relative_paths_are_taken_from_the_project_folder():
     """Notebooks run in notebooks/, scripts elsewhere: a relative CXR_RUN_DIR/CXR_DATA_DIR must mean the same place for both."""
-    config = cxr.load_config(environ={"CXR_QUICK": "1", "CXR_RUN_DIR": "runs/elsewhere", "CXR_DATA_DIR": "data/x"})
-    assert config.run_dir == (cxr.PROJECT_ROOT / "runs" / "elsewhere").resolve()
-    assert config.data_dir == (cxr.PROJECT_ROOT / "data" / "x").resolve()
-    assert cxr.load_config(environ={"CXR_QUICK": "1", "CXR_RUN_DIR": "/tmp/abs"}).run_dir == Path("/tmp/abs")
+    config = load_config(environ={"CXR_QUICK": "1", "CXR_RUN_DIR": "runs/elsewhere", "CXR_DATA_DIR": "data/x"})
+    assert config.run_dir == (PROJECT_ROOT / "runs" / "elsewhere").resolve()
+    assert config.data_dir == (PROJECT_ROOT / "data" / "x").resolve()
+    assert load_config(environ={"CXR_QUICK": "1", "CXR_RUN_DIR": "/tmp/abs"}).run_dir == Path("/tmp/abs")

@@ -14,6 +14,10 @@ import torch
 from PIL import Image
 
 import cxr_utils as cxr
+from cxr_support.dataset import DataError
+from cxr_support.images import decode_resized
+from cxr_support.pixel_cache import XraySplit
+from cxr_support.plots import outcome_indices
 
 CPU = torch.device("cpu")
 
@@ -41,12 +45,12 @@ def model() -> cxr.PneumoniaCnnModel:
     return cxr.PneumoniaCnnModel().eval()
 
 
-def make_split(labels: list[int], size: int = 32, seed: int = 0) -> cxr.XraySplit:
+def make_split(labels: list[int], size: int = 32, seed: int = 0) -> XraySplit:
     """A hand-built XraySplit with random uint8 pixels (N, 1, size, size) and the given labels."""
     generator = torch.Generator().manual_seed(seed)
     n = len(labels)
     pixels = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=generator)
-    return cxr.XraySplit(
+    return XraySplit(
         "tiny", pixels, torch.tensor(labels), [Path(f"{i}.png") for i in range(n)], [(size, size)] * n, ["L"] * n, []
     )
 
@@ -222,7 +226,7 @@ def test_predict_image_from_path(model, xray_jpeg):
     assert result["threshold"] == 0.42
     assert result["label"] in cxr.CLASS_NAMES
     assert result["label"] == ("PNEUMONIA" if result["probability"] >= 0.42 else "NORMAL")
-    pixels, _, _ = cxr.decode_resized(xray_jpeg, 32)
+    pixels, _, _ = decode_resized(xray_jpeg, 32)
     assert result["probability"] == pytest.approx(direct_probability(model, pixels), abs=1e-6)
 
 
@@ -288,18 +292,18 @@ def test_predict_image_missing_path_raises_file_not_found(model, tmp_path):
 
 
 def test_predict_image_truncated_jpeg_raises_data_error(model, xray_jpeg, tmp_path):
-    """A JPEG cut short (valid header, missing data) raises cxr.DataError naming the file."""
+    """A JPEG cut short (valid header, missing data) raises DataError naming the file."""
     truncated = tmp_path / "truncated.jpeg"
     truncated.write_bytes(xray_jpeg.read_bytes()[:400])
-    with pytest.raises(cxr.DataError, match="truncated.jpeg"):
+    with pytest.raises(DataError, match="truncated.jpeg"):
         cxr.predict_image(truncated, model, {"image_size": 32}, CPU)
 
 
 def test_predict_image_text_file_raises_data_error(model, tmp_path):
-    """A text file named .jpeg raises cxr.DataError naming the file."""
+    """A text file named .jpeg raises DataError naming the file."""
     fake = tmp_path / "notes.jpeg"
     fake.write_text("this is not an X-ray")
-    with pytest.raises(cxr.DataError, match="notes.jpeg"):
+    with pytest.raises(DataError, match="notes.jpeg"):
         cxr.predict_image(fake, model, {"image_size": 32}, CPU)
 
 
@@ -310,8 +314,8 @@ def test_outcome_indices_groups_and_orders_by_confidence():
     """outcome_indices puts each index in TP/FP/FN/TN and lists the most confident first, at most n per group."""
     labels = [1, 0, 1, 0, 1, 0]
     probs = [0.9, 0.8, 0.4, 0.2, 0.6, 0.55]  # predictions at 0.5: P, P, N, N, P, P
-    groups = cxr.outcome_indices(labels, probs, threshold=0.5)
+    groups = outcome_indices(labels, probs, threshold=0.5)
     assert groups == {"TP": [0, 4], "FP": [1, 5], "FN": [2], "TN": [3]}
-    assert cxr.outcome_indices(labels, probs, threshold=0.5, n=1) == {"TP": [0], "FP": [1], "FN": [2], "TN": [3]}
+    assert outcome_indices(labels, probs, threshold=0.5, n=1) == {"TP": [0], "FP": [1], "FN": [2], "TN": [3]}
     # a higher threshold moves 0.6 and 0.55 to the negative side
-    assert cxr.outcome_indices(labels, probs, threshold=0.7) == {"TP": [0], "FP": [1], "FN": [2, 4], "TN": [3, 5]}
+    assert outcome_indices(labels, probs, threshold=0.7) == {"TP": [0], "FP": [1], "FN": [2, 4], "TN": [3, 5]}

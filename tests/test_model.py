@@ -7,9 +7,6 @@ on a 2-core CPU. Nothing here touches the network or writes outside ``tmp_path``
 
 from __future__ import annotations
 
-import copy
-import os
-import pickle
 import re
 import socket
 import warnings
@@ -21,69 +18,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import make_images, make_split, state_equal
 
 import cxr_utils as cxr
+from cxr_support.weights import PretrainedWeightsUnavailable, load_imagenet_weights
 
 CPU = torch.device("cpu")
-IMAGE_SIZE = 32
 
-# ----------------------------------------------------------------------------- shared fixtures and helpers
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_external_network():
-    """Refuse every connection that is not to 127.0.0.1, so no test can download anything by accident."""
-
-    real_connect = socket.socket.connect
-
-    def guarded_connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] != "127.0.0.1":
-            raise OSError(f"test guard: network access to {address!r} is not allowed")
-        return real_connect(sock, address)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", guarded_connect)
-        yield
-
-
-@pytest.fixture(scope="module")
-def base_model() -> cxr.PneumoniaCnnModel:
-    """One randomly initialised PneumoniaCnnModel (pos_weight 2) for the whole module; do not modify it."""
-    torch.manual_seed(0)
-    return cxr.PneumoniaCnnModel(pos_weight=2.0).eval()
-
-
-@pytest.fixture
-def model(base_model) -> cxr.PneumoniaCnnModel:
-    """A private copy of the module's model that a test may train, freeze or change."""
-    return copy.deepcopy(base_model)
-
-
-def make_images(n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` model-input images: 1x32x32 grey in [0, 1], deterministic in the seed."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 1, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
-
-
-def make_split(labels: list[int], seed: int = 0, name: str = "tiny") -> cxr.XraySplit:
-    """A hand-built XraySplit: random uint8 pixels (N, 1, 32, 32) with the given labels."""
-    generator = torch.Generator().manual_seed(seed)
-    n = len(labels)
-    pixels = torch.randint(0, 256, (n, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8, generator=generator)
-    return cxr.XraySplit(
-        name,
-        pixels,
-        torch.tensor(labels, dtype=torch.long),
-        [Path(f"{name}-{i}.png") for i in range(n)],
-        [(IMAGE_SIZE, IMAGE_SIZE)] * n,
-        ["L"] * n,
-        [],
-    )
-
-
-def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    """True when two state dicts have the same keys and identical tensors."""
-    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+# ----------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture
@@ -99,6 +41,7 @@ def fail_download(monkeypatch):
 
     monkeypatch.setattr(ResNet50_Weights, "get_state_dict", offline)
     return seen_timeouts
+
 
 
 # ----------------------------------------------------------------------------- accuracy
@@ -398,7 +341,7 @@ def test_fit_keep_best_then_evaluate_matches_best_history(model, tiny_loaders):
 
 def test_load_imagenet_weights_off(fail_download):
     """pretrained='0' returns no weights, says random init, and does not even try to download."""
-    state, description = cxr.load_imagenet_weights("0")
+    state, description = load_imagenet_weights("0")
     assert state is None
     assert "random init" in description
     assert fail_download == []
@@ -408,7 +351,7 @@ def test_load_imagenet_weights_auto_offline_falls_back_loudly(fail_download, cap
     """pretrained='auto' offline: (None, description), a loud banner naming CXR_WEIGHTS_FILE, a warning, timeout restored."""
     before = socket.getdefaulttimeout()
     with pytest.warns(UserWarning, match="ImageNet weights unavailable"):
-        state, description = cxr.load_imagenet_weights("auto", timeout_s=3.0)
+        state, description = load_imagenet_weights("auto", timeout_s=3.0)
     out = capsys.readouterr().out
     assert state is None
     assert "random init" in description and "URLError" in description
@@ -421,8 +364,8 @@ def test_load_imagenet_weights_required_but_offline_raises(fail_download):
     """pretrained='1' offline raises PretrainedWeightsUnavailable naming the fix (CXR_WEIGHTS_FILE and the URL)."""
     from torchvision.models import ResNet50_Weights
 
-    with pytest.raises(cxr.PretrainedWeightsUnavailable) as info:
-        cxr.load_imagenet_weights("1")
+    with pytest.raises(PretrainedWeightsUnavailable) as info:
+        load_imagenet_weights("1")
     message = str(info.value)
     assert "CXR_PRETRAINED=1" in message and "CXR_WEIGHTS_FILE" in message
     assert ResNet50_Weights.DEFAULT.url in message
@@ -431,8 +374,8 @@ def test_load_imagenet_weights_required_but_offline_raises(fail_download):
 def test_load_imagenet_weights_missing_file_raises_with_path(tmp_path, fail_download):
     """A weights_file that does not exist raises PretrainedWeightsUnavailable naming the path."""
     missing = tmp_path / "resnet50-missing.pth"
-    with pytest.raises(cxr.PretrainedWeightsUnavailable, match="resnet50-missing.pth"):
-        cxr.load_imagenet_weights("auto", weights_file=missing)
+    with pytest.raises(PretrainedWeightsUnavailable, match="resnet50-missing.pth"):
+        load_imagenet_weights("auto", weights_file=missing)
     assert fail_download == []
 
 
@@ -449,7 +392,7 @@ def test_load_imagenet_weights_from_valid_file(tmp_path, fail_download):
     state = models.resnet50(weights=None).state_dict()  # 3-channel conv1, 1000-class head, like the ImageNet file
     path = tmp_path / "resnet50.pth"
     torch.save(state, path)
-    loaded, description = cxr.load_imagenet_weights("auto", weights_file=path)
+    loaded, description = load_imagenet_weights("auto", weights_file=path)
     assert str(path) in description
     assert state_equal(loaded, state)
     assert fail_download == []
@@ -478,16 +421,16 @@ def test_load_imagenet_weights_wrong_state_dict_raises(tmp_path, base_model, wro
     path = tmp_path / "not-imagenet.pth"
     torch.save(state, path)
     expected = not_weights_file_error(path, "RuntimeError: Error(s) in loading state_dict")
-    with pytest.raises(cxr.PretrainedWeightsUnavailable, match=expected):
-        cxr.load_imagenet_weights("1", weights_file=path)
+    with pytest.raises(PretrainedWeightsUnavailable, match=expected):
+        load_imagenet_weights("1", weights_file=path)
 
 
 def test_load_imagenet_weights_damaged_file_raises_clear_error(tmp_path):
     """A damaged weights file (e.g. an HTML error page saved as .pth) raises PretrainedWeightsUnavailable naming it."""
     path = tmp_path / "resnet50-download.pth"
     path.write_bytes(b"<html><body>403 Forbidden</body></html>")
-    with pytest.raises(cxr.PretrainedWeightsUnavailable, match=not_weights_file_error(path, "")) as info:
-        cxr.load_imagenet_weights("auto", weights_file=path)
+    with pytest.raises(PretrainedWeightsUnavailable, match=not_weights_file_error(path, "")) as info:
+        load_imagenet_weights("auto", weights_file=path)
     assert "Download it again from https://" in str(info.value)
 
 
@@ -525,210 +468,3 @@ def test_class_balance_pos_weight_is_negatives_over_positives():
     assert cxr.class_balance_pos_weight(torch.tensor([0, 0])) == pytest.approx(2.0)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-@pytest.fixture(scope="module")
-def saved_checkpoint(tmp_path_factory, base_model):
-    """A checkpoint written by save_checkpoint (module-scoped: written once, read by several tests)."""
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoints" / "run-1.pt"
-    cxr.save_checkpoint(
-        path, base_model, {"image_size": IMAGE_SIZE, "threshold": 0.37, "run_id": "run-1", "metrics": {"val_loss": 0.5}}
-    )
-    return path
-
-
-def rewrite_checkpoint(source: Path, target: Path, change) -> Path:
-    """Load a checkpoint's payload, let ``change`` edit it, and torch.save it to ``target``."""
-    payload = torch.load(source, weights_only=True)
-    change(payload)
-    torch.save(payload, target)
-    return target
-
-
-def test_checkpoint_round_trip(saved_checkpoint, base_model):
-    """save_checkpoint then load_checkpoint gives the same tensors and the metadata with plain-string versions."""
-    assert os.listdir(saved_checkpoint.parent) == ["run-1.pt"]  # no temporary files left beside it
-    torch.manual_seed(123)  # load_checkpoint builds a fresh model: its random init must be overwritten
-    model, meta = cxr.load_checkpoint(saved_checkpoint)
-    assert state_equal(model.state_dict(), base_model.state_dict())
-    assert model.pos_weight.item() == 2.0
-    assert not model.training
-    assert meta["threshold"] == 0.37 and meta["image_size"] == IMAGE_SIZE and meta["run_id"] == "run-1"
-    assert meta["class_names"] == ["NORMAL", "PNEUMONIA"]
-    assert meta["metrics"] == {"val_loss": 0.5}
-    assert meta["format"] == cxr.CHECKPOINT_FORMAT and meta["architecture"] == "resnet50-gray-1logit"
-    assert "1 channel" in meta["input"] and "[0, 1]" in meta["input"]  # what the model expects, for a reader of the file
-    assert meta["mean"] == list(cxr.IMAGENET_MEAN) and meta["std"] == list(cxr.IMAGENET_STD)
-    images = make_images(2, seed=5)
-    with torch.no_grad():
-        assert torch.equal(model(images), base_model(images))  # same predictions on (N, 1, H, W) input
-    assert {"torch", "torchvision", "python"} <= set(meta["versions"])
-    assert all(type(v) is str for v in meta["versions"].values())
-
-
-def test_save_checkpoint_without_image_size_raises(tmp_path, base_model):
-    """save_checkpoint refuses metadata without image_size and writes nothing."""
-    with pytest.raises(ValueError, match="image_size"):
-        cxr.save_checkpoint(tmp_path / "c.pt", base_model, {"threshold": 0.5})
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_load_checkpoint_missing_path_names_notebook_02(tmp_path):
-    """A missing checkpoint raises CheckpointError that names the path and the notebook that writes one."""
-    with pytest.raises(cxr.CheckpointError, match="02_training_on_gpu") as info:
-        cxr.load_checkpoint(tmp_path / "nope.pt")
-    assert "nope.pt" in str(info.value)
-
-
-@pytest.mark.parametrize("change", ["drop_key", "fc_shape"])
-def test_load_checkpoint_state_dict_that_does_not_fit(tmp_path, saved_checkpoint, change):
-    """A state dict with a missing key or a wrong fc shape raises CheckpointError, not a raw RuntimeError."""
-
-    def edit(payload):
-        state = payload["state_dict"]
-        if change == "drop_key":
-            del state["network.layer1.0.conv1.weight"]
-        else:
-            state["network.fc.weight"], state["network.fc.bias"] = torch.zeros(2, 2048), torch.zeros(2)
-
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "bad.pt", edit)
-    with pytest.raises(cxr.CheckpointError, match="does not fit"):
-        cxr.load_checkpoint(path)
-
-
-def test_load_checkpoint_wrong_format_raises(tmp_path, saved_checkpoint):
-    """A checkpoint of another format version raises CheckpointError naming the format."""
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "old.pt", lambda p: p["metadata"].update(format=99))
-    with pytest.raises(cxr.CheckpointError, match="format 99"):
-        cxr.load_checkpoint(path)
-
-
-def test_load_checkpoint_old_rgb_architecture_raises(tmp_path, saved_checkpoint):
-    """A checkpoint of the earlier 3-channel model ('resnet50-1logit') raises CheckpointError naming both architectures."""
-    rgb_metadata = {"architecture": "resnet50-1logit"}
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "rgb.pt", lambda p: p["metadata"].update(rgb_metadata))
-    with pytest.raises(cxr.CheckpointError, match="architecture 'resnet50-1logit'") as info:
-        cxr.load_checkpoint(path)
-    assert "'resnet50-gray-1logit'" in str(info.value) and "Re-run notebook 02" in str(info.value)
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        pytest.param({"weights": torch.zeros(1)}, id="no-metadata"),
-        pytest.param([1, 2, 3], id="a-list"),
-        pytest.param(
-            {"metadata": "resnet50", "state_dict": {}},
-            id="metadata-not-a-dict",
-        ),
-        pytest.param(
-            {"metadata": {"format": cxr.CHECKPOINT_FORMAT, "architecture": "resnet50-gray-1logit"}, "state_dict": [1, 2]},
-            id="state-dict-not-a-dict",
-        ),
-    ],
-)
-def test_load_checkpoint_malformed_payload_raises_checkpoint_error(tmp_path, payload):
-    """A plain-data file that is not shaped like this series' checkpoint raises CheckpointError."""
-    path = tmp_path / "odd.pt"
-    torch.save(payload, path)
-    with pytest.raises(cxr.CheckpointError):
-        cxr.load_checkpoint(path)
-
-
-def _write_marker(path: str) -> str:
-    """Called by unpickling a _CodeOnLoad object: proof that the file ran code."""
-    Path(path).write_text("code from the checkpoint ran")
-    return "pwned"
-
-
-class _CodeOnLoad:
-    """An object whose unpickling calls _write_marker (what a malicious checkpoint would do)."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (_write_marker, (self.marker,))
-
-
-def test_tampered_checkpoint_is_refused_without_running_code(tmp_path, saved_checkpoint):
-    """A checkpoint carrying an arbitrary Python object raises CheckpointError and its code never runs."""
-    marker = tmp_path / "marker.txt"
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "tampered.pt", lambda p: p.update(extra=_CodeOnLoad(marker)))
-    with pytest.raises(cxr.CheckpointError, match="Refusing to load") as info:
-        cxr.load_checkpoint(path)
-    assert "tampered.pt" in str(info.value)
-    assert not marker.exists()
-    # control: the same kind of file really runs code when loaded unsafely, so the check above can fail
-    control_marker = tmp_path / "control.txt"
-    torch.save({"extra": _CodeOnLoad(control_marker)}, tmp_path / "control.pt")
-    torch.load(tmp_path / "control.pt", weights_only=False)
-    assert control_marker.exists()
-
-
-def test_raw_pickle_file_is_refused_without_running_code(tmp_path):
-    """A .pt file that is a bare pickle with code raises CheckpointError and does not run it."""
-    marker = tmp_path / "marker.txt"
-    path = tmp_path / "pickle.pt"
-    path.write_bytes(pickle.dumps({"metadata": {}, "state_dict": _CodeOnLoad(marker)}, protocol=2))
-    with pytest.raises(cxr.CheckpointError):
-        cxr.load_checkpoint(path)
-    assert not marker.exists()
-
-
-def test_random_bytes_checkpoint_raises(tmp_path):
-    """A file of random bytes raises CheckpointError."""
-    path = tmp_path / "noise.pt"
-    path.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(cxr.CheckpointError, match="noise.pt"):
-        cxr.load_checkpoint(path)
-
-
-def test_latest_checkpoint_returns_newest_pt(tmp_path):
-    """latest_checkpoint picks the .pt file with the newest modification time, ignoring other files."""
-    folder = tmp_path / "checkpoints"
-    folder.mkdir()
-    for name, mtime in [("b.pt", 3_000), ("a.pt", 1_000), ("c.pt", 2_000), ("notes.txt", 9_000)]:
-        (folder / name).write_bytes(b"x")
-        os.utime(folder / name, (mtime, mtime))
-    assert cxr.latest_checkpoint(tmp_path) == folder / "b.pt"
-
-
-@pytest.mark.parametrize("make_folder", [True, False])
-def test_latest_checkpoint_none_names_notebook_02(tmp_path, make_folder):
-    """With no checkpoint (empty or missing folder) latest_checkpoint raises CheckpointError naming notebook 02."""
-    if make_folder:
-        (tmp_path / "checkpoints").mkdir()
-        (tmp_path / "checkpoints" / "readme.txt").write_text("no weights here")
-    with pytest.raises(cxr.CheckpointError, match="02_training_on_gpu"):
-        cxr.latest_checkpoint(tmp_path)
-
-
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def test_atomic_write_bytes_writes_and_creates_folders(tmp_path):
-    """atomic_write_bytes creates missing folders, replaces the content and leaves only the target file."""
-    path = tmp_path / "a" / "b" / "file.bin"
-    cxr.atomic_write_bytes(path, b"first")
-    cxr.atomic_write_bytes(path, b"second")
-    assert path.read_bytes() == b"second"
-    assert os.listdir(path.parent) == ["file.bin"]
-
-
-@pytest.mark.parametrize("failing", ["replace", "fsync"])
-def test_atomic_write_bytes_failure_keeps_old_content(tmp_path, monkeypatch, failing):
-    """If the write fails midway (fsync or the final rename), the old content is intact and no temp file remains."""
-    path = tmp_path / "file.bin"
-    path.write_bytes(b"old content")
-
-    def boom(*args, **kwargs):
-        raise OSError(f"simulated {failing} failure")
-
-    monkeypatch.setattr(cxr.os, failing, boom)
-    with pytest.raises(OSError, match="simulated"):
-        cxr.atomic_write_bytes(path, b"new content that must not appear")
-    monkeypatch.undo()
-    assert path.read_bytes() == b"old content"
-    assert os.listdir(tmp_path) == ["file.bin"]

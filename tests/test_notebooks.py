@@ -59,7 +59,11 @@ def test_each_notebook_reads_like_a_lesson(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_code_cells_stay_short(path):
-    """Reusable code belongs in cxr_utils.py: no code cell over 20 lines."""
-    notebook = nbformat.read(path, as_version=4)
-    longest = max(len(c.source.splitlines()) for c in notebook.cells if c.cell_type == "code")
-    assert longest <= 20
+    """A definition (#@save) or import cell stays within 45 lines; any other code cell within 20."""
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        lines = cell.source.splitlines()
+        imports_only = all(not line.strip() or line.startswith(("from ", "import ", "%", " ", ")")) for line in lines)
+        limit = 45 if cell.source.startswith("#@save") or imports_only else 20
+        assert len(lines) <= limit, f"a cell of {len(lines)} lines (limit {limit}) starting {lines[0]!r}"

@@ -23,6 +23,9 @@ from pathlib import Path
 import pytest
 
 import cxr_utils as cxr
+from cxr_support import atomic_files, records
+from cxr_support.jovian_transport import jovian_credentials_path, jovian_status
+from cxr_support.records import compare_runs, create_record, list_records, new_run_id, read_record, update_record
 
 API_KEY = "sk-test-SECRET-1234"
 
@@ -95,7 +98,7 @@ def home(tmp_path, monkeypatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("CXR_JOVIAN", raising=False)
-    assert cxr.jovian_credentials_path() == home / ".jovian" / "credentials.json"
+    assert jovian_credentials_path() == home / ".jovian" / "credentials.json"
     return home
 
 
@@ -251,27 +254,27 @@ def test_jovian_imports(tmp_path):
 def test_create_record_and_read_record_round_trip(tmp_path):
     """create_record writes records/<run_id>.json (no temp files left); read_record gives the record back."""
     record = {**make_record(), "checkpoint": tmp_path / "checkpoints" / "x.pt"}  # a Path is stored as text
-    path = cxr.create_record(tmp_path, record)
+    path = create_record(tmp_path, record)
     assert path == tmp_path / "records" / "20250101-120000-abcd.json"
     assert os.listdir(path.parent) == [path.name]
-    loaded = cxr.read_record(path)
+    loaded = read_record(path)
     assert loaded == {**make_record(), "checkpoint": str(tmp_path / "checkpoints" / "x.pt")}
 
 
 def test_create_record_never_overwrites(tmp_path):
     """A second create_record with the same run_id raises FileExistsError and leaves the first record intact."""
-    path = cxr.create_record(tmp_path, make_record())
+    path = create_record(tmp_path, make_record())
     before = path.read_bytes()
     with pytest.raises(FileExistsError, match="never overwritten"):
-        cxr.create_record(tmp_path, {**make_record(), "history": []})
+        create_record(tmp_path, {**make_record(), "history": []})
     assert path.read_bytes() == before
     assert os.listdir(path.parent) == [path.name]
 
 
 def test_update_record_adds_sections(tmp_path):
     """update_record adds or replaces top-level sections and keeps the others; no temp files remain."""
-    path = cxr.create_record(tmp_path, make_record())
-    updated = cxr.update_record(
+    path = create_record(tmp_path, make_record())
+    updated = update_record(
         path, test={"naive_0.5": {"accuracy": 0.5}}, threshold={"value": 0.3, "chosen_on": "validation split"}
     )
     expected = {
@@ -280,21 +283,21 @@ def test_update_record_adds_sections(tmp_path):
         "threshold": {"value": 0.3, "chosen_on": "validation split"},
     }
     assert updated == expected
-    assert cxr.read_record(path) == expected
+    assert read_record(path) == expected
     assert os.listdir(path.parent) == [path.name]
 
 
 def test_update_record_failure_leaves_record_intact(tmp_path, monkeypatch):
     """If update_record's write fails at the final rename, the old record is untouched and no temp file remains."""
-    path = cxr.create_record(tmp_path, make_record())
+    path = create_record(tmp_path, make_record())
     before = path.read_bytes()
 
     def boom(*args, **kwargs):
         raise OSError("simulated disk failure")
 
-    monkeypatch.setattr(cxr.os, "replace", boom)
+    monkeypatch.setattr(atomic_files.os, "replace", boom)
     with pytest.raises(OSError, match="simulated"):
-        cxr.update_record(path, test={"x": 1})
+        update_record(path, test={"x": 1})
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(path.parent) == [path.name]
@@ -302,20 +305,20 @@ def test_update_record_failure_leaves_record_intact(tmp_path, monkeypatch):
 
 def test_list_records_skips_unreadable_json_with_warning(tmp_path):
     """list_records returns the readable records in run-id order and warns about a broken file, naming it."""
-    cxr.create_record(tmp_path, make_record("20250102-000000-0002"))
-    cxr.create_record(tmp_path, make_record("20250101-000000-0001"))
+    create_record(tmp_path, make_record("20250102-000000-0002"))
+    create_record(tmp_path, make_record("20250101-000000-0001"))
     (tmp_path / "records" / "20250103-000000-broken.json").write_text('{"run_id": "half written')
     with pytest.warns(UserWarning, match="20250103-000000-broken.json"):
-        records = cxr.list_records(tmp_path)
+        records = list_records(tmp_path)
     assert [r["run_id"] for r in records] == ["20250101-000000-0001", "20250102-000000-0002"]
 
 
 def test_list_records_skips_non_utf8_file(tmp_path):
     """A records/*.json file of binary garbage is skipped with a warning like any other unreadable record."""
-    cxr.create_record(tmp_path, make_record())
+    create_record(tmp_path, make_record())
     (tmp_path / "records" / "garbage.json").write_bytes(b"\xff\xfe\x00\x81 not text")
     with pytest.warns(UserWarning, match="garbage.json"):
-        records = cxr.list_records(tmp_path)
+        records = list_records(tmp_path)
     assert [r["run_id"] for r in records] == ["20250101-120000-abcd"]
 
 
@@ -327,7 +330,7 @@ def test_compare_runs_rows(tmp_path):
     real["config"]["image_size"] = 224
     real["history"] = [{"epoch": 0, "val_loss": 0.4, "val_acc": 0.8}, {"epoch": 1, "val_loss": 0.45, "val_acc": 0.82}]
     real["test"] = {"chosen_threshold": {"accuracy": 0.91, "sensitivity": 0.95, "specificity": 0.85, "roc_auc": 0.96}}
-    rows = cxr.compare_runs([synthetic, real])
+    rows = compare_runs([synthetic, real])
     assert rows == [
         {
             "run_id": "run-a",
@@ -360,7 +363,7 @@ def test_compare_runs_rows(tmp_path):
 
 def test_compare_runs_record_without_history():
     """A record with no history (not trained yet) shows 0 epochs and a NaN best validation loss."""
-    row = cxr.compare_runs([{"run_id": "untrained", "history": []}])[0]
+    row = compare_runs([{"run_id": "untrained", "history": []}])[0]
     assert row["epochs"] == 0
     assert row["best_val_loss"] != row["best_val_loss"]  # NaN
 
@@ -374,7 +377,7 @@ def test_new_run_id_unique_and_sortable(monkeypatch):
         def now(cls, tz=None):
             return now["value"]
 
-    monkeypatch.setattr(cxr, "dt", types.SimpleNamespace(datetime=FakeDatetime, timezone=dt.timezone))
+    monkeypatch.setattr(records, "dt", types.SimpleNamespace(datetime=FakeDatetime, timezone=dt.timezone))
     ids = []
     for moment in [
         (2024, 12, 31, 23, 59, 59),
@@ -384,11 +387,11 @@ def test_new_run_id_unique_and_sortable(monkeypatch):
         (2025, 10, 2, 0, 0, 0),
     ]:
         now["value"] = dt.datetime(*moment, tzinfo=dt.timezone.utc)
-        ids.append(cxr.new_run_id())
+        ids.append(new_run_id())
     assert sorted(ids) == ids
     assert ids[0].startswith("20241231-235959-") and ids[2].startswith("20250101-090503-")
     assert all(len(i) == 20 and i[16:].isalnum() for i in ids)
-    same_second = [cxr.new_run_id() for _ in range(8)]
+    same_second = [new_run_id() for _ in range(8)]
     assert len(set(same_second)) >= 7  # 16 random bits: two collisions among 8 has odds of about 1e-7
 
 
@@ -397,9 +400,9 @@ def test_new_run_id_unique_and_sortable(monkeypatch):
 
 def test_jovian_status_without_credentials(home):
     """No credentials file: not ready, and the reason says to run `jovian configure`."""
-    ready, reason = cxr.jovian_status()
+    ready, reason = jovian_status()
     assert ready is False and "`jovian configure`" in reason and str(home) in reason
-    ready, reason = cxr.jovian_status(creds_path=home / "elsewhere.json")
+    ready, reason = jovian_status(creds_path=home / "elsewhere.json")
     assert ready is False and "`jovian configure`" in reason and "elsewhere.json" in reason
 
 
@@ -409,7 +412,7 @@ def test_jovian_status_unusable_credentials(home, content):
     path = home / ".jovian" / "credentials.json"
     path.parent.mkdir()
     path.write_text(content)
-    ready, reason = cxr.jovian_status()
+    ready, reason = jovian_status()
     assert ready is False and "jovian configure" in reason
 
 
@@ -455,7 +458,7 @@ def test_log_to_jovian_without_credentials_prints_payload(home, forbid_jovian_ca
 def test_jovian_ready_logs_expected_payload(home, fake_api, jovian_calls, capsys):
     """With a valid key and a reachable API, status is ready and log_to_jovian uploads the blog post's payload."""
     write_credentials(home, fake_api.url)
-    ready, reason = cxr.jovian_status()
+    ready, reason = jovian_status()
     assert ready is True, reason
     assert fake_api.requests == [("/user/profile", f"Bearer {API_KEY}")]
     outputs = [home / "model.pt", home / "record.json"]
@@ -481,7 +484,7 @@ def test_jovian_refused_key(home, fake_api, forbid_jovian_calls, capsys):
     """An API answering 401 means not ready; the message says the key was refused; nothing is uploaded."""
     fake_api.status = 401
     write_credentials(home, fake_api.url)
-    ready, reason = cxr.jovian_status()
+    ready, reason = jovian_status()
     assert ready is False and "refused" in reason and "401" in reason
     result = cxr.log_to_jovian(make_record(), project="cxr-test")
     assert result["logged"] is False and "refused" in result["reason"]
@@ -492,10 +495,10 @@ def test_jovian_refused_key(home, fake_api, forbid_jovian_calls, capsys):
 def test_jovian_service_down(home, tmp_path, forbid_jovian_calls, capsys):
     """A closed port: not ready quickly with a clear message, no traceback, and the local record file unchanged."""
     write_credentials(home, closed_port_url())
-    record_path = cxr.create_record(tmp_path / "run", make_record())
+    record_path = create_record(tmp_path / "run", make_record())
     before = record_path.read_bytes()
     start = time.perf_counter()
-    result = cxr.log_to_jovian(cxr.read_record(record_path), project="cxr-test", timeout_s=2.0)
+    result = cxr.log_to_jovian(read_record(record_path), project="cxr-test", timeout_s=2.0)
     assert time.perf_counter() - start < 10
     captured = capsys.readouterr()
     assert result["logged"] is False and "did not answer" in result["reason"] and "nothing was uploaded" in result["reason"]
@@ -512,7 +515,7 @@ def test_jovian_service_that_never_answers_times_out(home, forbid_jovian_calls):
         listener.listen(4)
         write_credentials(home, f"http://127.0.0.1:{listener.getsockname()[1]}/")
         start = time.perf_counter()
-        ready, reason = cxr.jovian_status(timeout_s=0.5)
+        ready, reason = jovian_status(timeout_s=0.5)
         elapsed = time.perf_counter() - start
     assert ready is False and "did not answer" in reason
     assert elapsed < 5
@@ -540,7 +543,7 @@ def test_cxr_jovian_0_disables(home, fake_api, forbid_jovian_calls, monkeypatch)
     """CXR_JOVIAN=0 switches Jovian off even with valid credentials: no request is even made."""
     write_credentials(home, fake_api.url)
     monkeypatch.setenv("CXR_JOVIAN", "0")
-    ready, reason = cxr.jovian_status()
+    ready, reason = jovian_status()
     assert ready is False and "CXR_JOVIAN=0" in reason
     assert cxr.log_to_jovian(make_record(), project="cxr-test")["logged"] is False
     assert fake_api.requests == []
@@ -550,15 +553,15 @@ def test_api_key_never_leaks(home, tmp_path, fake_api, jovian, monkeypatch, caps
     """Across ready, refused, down and failing uploads the key never shows in output, return values or record files."""
     creds = write_credentials(home, fake_api.url)
     run_dir = tmp_path / "run"
-    record_path = cxr.create_record(run_dir, make_record())
+    record_path = create_record(run_dir, make_record())
     seen: list[object] = []
     for name in ("log_hyperparams", "log_metrics", "commit"):
         monkeypatch.setattr(jovian, name, lambda *a, **k: seen.append((a, k)))
-    results = [cxr.jovian_status(), cxr.log_to_jovian(make_record(), project="cxr-test", outputs=[record_path])]
+    results = [jovian_status(), cxr.log_to_jovian(make_record(), project="cxr-test", outputs=[record_path])]
     fake_api.status = 403
-    results += [cxr.jovian_status(), cxr.log_to_jovian(make_record(), project="cxr-test")]
+    results += [jovian_status(), cxr.log_to_jovian(make_record(), project="cxr-test")]
     write_credentials(home, closed_port_url())
-    results += [cxr.jovian_status(timeout_s=2.0), cxr.log_to_jovian(make_record(), project="cxr-test", timeout_s=2.0)]
+    results += [jovian_status(timeout_s=2.0), cxr.log_to_jovian(make_record(), project="cxr-test", timeout_s=2.0)]
     write_credentials(home, fake_api.url)
     fake_api.status = 200
 
@@ -567,7 +570,7 @@ def test_api_key_never_leaks(home, tmp_path, fake_api, jovian, monkeypatch, caps
 
     monkeypatch.setattr(jovian, "commit", failing_commit)
     results.append(cxr.log_to_jovian(make_record(), project="cxr-test"))
-    cxr.update_record(record_path, jovian=results[-1])
+    update_record(record_path, jovian=results[-1])
     captured = capsys.readouterr()
     assert [r[0] if isinstance(r, tuple) else r["logged"] for r in results] == [True, True, False, False, False, False, False]
     assert any(auth == f"Bearer {API_KEY}" for _, auth in fake_api.requests)  # the key was really used

@@ -1,0 +1,79 @@
+"""Support code: writing and reading checkpoint files safely (lessons need not read this).
+
+Checkpoints are written atomically and read with ``torch.load(weights_only=True)``, which
+refuses files that carry arbitrary Python objects instead of running them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cxr_support.atomic_files import atomic_torch_save
+from cxr_support.records import library_versions, now_iso
+
+CHECKPOINT_FORMAT = 1
+
+
+def _error_summary(err: Exception) -> str:
+    """The informative line of an exception (torch.load's weights-only errors put it mid-message)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    key = next((line for line in lines if "Unsupported" in line or "WeightsUnpickler error" in line), lines[0] if lines else "")
+    return f"{type(err).__name__}: {key[:300]}"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or does not fit the model."""
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint in the run dir, or a clear error naming the notebook that makes one."""
+    folder = Path(run_dir) / "checkpoints"
+    found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    if not found:
+        raise CheckpointError(f"No checkpoint in {folder}. Run notebooks/02_training_on_gpu.ipynb first (it trains and saves one).")
+    return found[-1]
+
+
+def write_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Write ``{"metadata", "state_dict"}`` atomically; adds the file format, library versions and the time.
+
+    ``metadata`` must hold plain values (str, int, float, bool, lists, dicts), so that
+    ``weights_only`` loading accepts them.
+    """
+    meta = {"format": CHECKPOINT_FORMAT, "versions": library_versions(), "saved_at": now_iso(), **metadata}
+    meta = json.loads(json.dumps(meta))  # plain values only
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
+    atomic_torch_save({"metadata": meta, "state_dict": state}, Path(path))
+    return Path(path)
+
+
+def read_checkpoint(path: Path, architecture: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, metadata) of a checkpoint written by ``write_checkpoint`` for ``architecture``, or a CheckpointError.
+
+    Uses ``weights_only=True``, so a file that carries arbitrary Python objects is refused rather than executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {path}. Run notebooks/02_training_on_gpu.ipynb first (it writes one).")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"Refusing to load {path}: it is not a plain weights file ({_error_summary(err)}). "
+            "It may be damaged or tampered with; re-run notebook 02 to make a fresh one."
+        ) from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "metadata" not in payload:
+        raise CheckpointError(f"{path} is not a checkpoint of this series (no 'metadata'/'state_dict'); re-run notebook 02.")
+    meta = payload["metadata"]
+    if not isinstance(meta, dict) or not isinstance(payload["state_dict"], dict):
+        raise CheckpointError(f"{path} is not a checkpoint of this series (malformed 'metadata' or 'state_dict'); re-run notebook 02.")
+    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("architecture") != architecture:
+        raise CheckpointError(
+            f"{path} has format {meta.get('format')!r} / architecture {meta.get('architecture')!r}; "
+            f"this code reads format {CHECKPOINT_FORMAT} of {architecture!r}. Re-run notebook 02."
+        )
+    return payload["state_dict"], meta

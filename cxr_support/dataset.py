@@ -1,0 +1,204 @@
+"""Support code: finding, downloading and listing the dataset's files (lessons need not read this).
+
+The Kaggle layout is ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``. Bad input gets a
+``DataError`` naming the path and the fix; files that are not images are skipped with a
+warning that lists them. The saved patient split also lives here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from cxr_support.atomic_files import atomic_write_text
+from cxr_support.config import PROJECT_ROOT
+
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+SPLIT_FOLDERS = ("train", "val", "test")
+IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff"})
+KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
+KAGGLE_MOUNT = Path("/kaggle/input/chest-xray-pneumonia/chest_xray")
+
+
+class DataError(Exception):
+    """A problem with the dataset folder; the message names the path and the fix."""
+
+
+def _looks_like_root(path: Path) -> bool:
+    return all((path / split).is_dir() for split in ("train", "test"))
+
+
+def locate_dataset_root(path: Path) -> Path | None:
+    """Find the folder holding train/ and test/ at or below ``path`` (the Kaggle zip nests it twice)."""
+    for candidate in (path, path / "chest_xray", path / "chest_xray" / "chest_xray"):
+        if candidate.is_dir() and candidate.name != "__MACOSX" and _looks_like_root(candidate):
+            return candidate
+    return None
+
+
+def default_data_dirs() -> list[Path]:
+    """Places searched for the dataset when CXR_DATA_DIR is unset."""
+    return [PROJECT_ROOT / "data", Path.cwd() / "data", KAGGLE_MOUNT.parent]
+
+
+def find_dataset(data_dir: Path | None) -> Path | None:
+    """Return the real dataset's root: the given folder (or an error) or the first default that has it."""
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        root = locate_dataset_root(data_dir)
+        if root is None:
+            looked = ", ".join(str(p) for p in (data_dir, data_dir / "chest_xray", data_dir / "chest_xray" / "chest_xray"))
+            raise DataError(
+                f"CXR_DATA_DIR={data_dir} does not hold the dataset: no train/ and test/ folders in {looked}. "
+                "Point CXR_DATA_DIR at the unpacked 'chest_xray' folder (see the README, 'Getting the real data'), "
+                "or unset it to use the synthetic sample."
+            )
+        return root
+    for place in default_data_dirs():
+        root = locate_dataset_root(place)
+        if root is not None:
+            return root
+    return None
+
+
+def resolve_dataset(data_dir: Path | None, run_dir: Path, seed: int = 42) -> tuple[Path, bool]:
+    """Return (dataset root, is_synthetic): the real data if found, else the synthetic sample, loudly.
+
+    ``data_dir`` is CXR_DATA_DIR (None: search the defaults).
+    """
+    from cxr_support.synthetic import make_synthetic_dataset  # imported here: synthetic.py uses CLASS_NAMES from this module
+
+    root = find_dataset(data_dir)
+    if root is not None:
+        print(f"Using the dataset at {root}")
+        return root, False
+    root = make_synthetic_dataset(Path(run_dir) / "synthetic", seed=seed)
+    looked = ", ".join(str(p) for p in default_data_dirs())
+    print(
+        "=" * 78 + "\n"
+        "SYNTHETIC DATA: no chest X-ray dataset was found, so this run uses a small synthetic\n"
+        "sample drawn to look like chest radiographs. Numbers from it say nothing about\n"
+        "real X-rays. To use the real Kaggle data, download it (README, 'Getting the real\n"
+        "data') and set CXR_DATA_DIR, or unpack it into data/.\n"
+        f"Looked in: {looked}\n"
+        f"Synthetic sample: {root}\n" + "=" * 78
+    )
+    return root, True
+
+
+def download_dataset(target_dir: Path) -> Path:
+    """Download the Kaggle dataset with kagglehub (needs internet and Kaggle credentials)."""
+    try:
+        import kagglehub
+    except ImportError as err:
+        raise RuntimeError("kagglehub is not installed: pip install kagglehub") from err
+    cached = Path(kagglehub.dataset_download(KAGGLE_DATASET))
+    root = locate_dataset_root(cached)
+    if root is None:
+        raise DataError(f"Downloaded {KAGGLE_DATASET} to {cached} but found no chest_xray/train and test there.")
+    target_dir = Path(target_dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    link = target_dir / "chest_xray"
+    if not link.exists():
+        link.symlink_to(root, target_is_directory=True)
+    print(f"Dataset ready at {link} (files live in kagglehub's cache: {root})")
+    return link
+
+
+_JUNK_NAMES = {"thumbs.db", "desktop.ini"}
+
+
+def list_split(root: Path, split: str) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]]]:
+    """List (path, label) for one split folder, and the (path, reason) of every file skipped."""
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise DataError(
+            f"Missing split folder {split_dir}. The dataset must have {'/'.join(SPLIT_FOLDERS)}/ with "
+            f"{' and '.join(CLASS_NAMES)}/ inside each; re-download or re-unpack it."
+        )
+    samples, skipped = [], []
+    for label, class_name in enumerate(CLASS_NAMES):
+        class_dir = split_dir / class_name
+        if not class_dir.is_dir():
+            raise DataError(f"Missing class folder {class_dir}; expected {' and '.join(CLASS_NAMES)} in {split_dir}.")
+        found = 0
+        for path in sorted(class_dir.iterdir()):
+            if path.is_dir():
+                skipped.append((path, "a folder, not an image"))
+            elif path.name.startswith(".") or path.name.lower() in _JUNK_NAMES:
+                skipped.append((path, "hidden or system file"))
+            elif path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append((path, f"not an image file name ({path.suffix or 'no suffix'})"))
+            elif path.stat().st_size == 0:
+                skipped.append((path, "empty file"))
+            else:
+                samples.append((path, label))
+                found += 1
+        if found == 0:
+            raise DataError(f"Class folder {class_dir} has no images. Check that the download or unpacking finished.")
+    return samples, skipped
+
+
+def warn_skipped(skipped: Sequence[tuple[Path | str, str]], what: str = "files") -> None:
+    """Warn once, listing every skipped file with its reason."""
+    if skipped:
+        lines = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:50])
+        more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
+        warnings.warn(f"Skipped {len(skipped)} {what}:\n{lines}{more}", stacklevel=2)
+
+
+def file_list_sha256(paths: Iterable[Path], root: Path) -> str:
+    """SHA-256 of a list of file paths relative to ``root``: changes when any file is added, removed or renamed."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(Path(path).relative_to(root)).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def load_or_make_split(
+    samples: Sequence[tuple[Path, int]],
+    root: Path,
+    run_dir: Path,
+    seed: int,
+    make_split: Callable[[Sequence[tuple[Path, int]], float, int], tuple[list[int], list[int]]],
+    val_fraction: float = 0.1,
+) -> tuple[list[int], list[int]]:
+    """Reuse the split saved in the run dir for this file list and seed, or make it with ``make_split`` and save it."""
+    path = Path(run_dir) / f"split-seed{seed}.json"
+    fingerprint = file_list_sha256((p for p, _ in samples), root)[:16]
+    rel = [str(Path(p).relative_to(root)) for p, _ in samples]
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("fingerprint") == fingerprint and saved.get("val_fraction") == val_fraction:
+            val_set = set(saved["val"])
+            val = [i for i, r in enumerate(rel) if r in val_set]
+            return [i for i, r in enumerate(rel) if r not in val_set], val
+    train_idx, val_idx = make_split(samples, val_fraction, seed)
+    record = {
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "fingerprint": fingerprint,
+        "dataset_root": str(root),
+        "val": [rel[i] for i in val_idx],
+        "train": [rel[i] for i in train_idx],
+    }
+    atomic_write_text(path, json.dumps(record, indent=1))
+    return train_idx, val_idx
+
+
+def stratified_subset(samples: Sequence[tuple[Path, int]], indices: list[int], cap: int | None, seed: int) -> list[int]:
+    """At most ``cap`` of ``indices``, drawn at random per class in proportion to the class sizes."""
+    if cap is None or len(indices) <= cap:
+        return indices
+    by_class = [[i for i in indices if samples[i][1] == label] for label in range(len(CLASS_NAMES))]
+    exact = [cap * len(members) / len(indices) for members in by_class]
+    shares = [math.floor(x) for x in exact]
+    for label in sorted(range(len(exact)), key=lambda k: exact[k] - shares[k], reverse=True)[: cap - sum(shares)]:
+        shares[label] += 1  # largest remainders first, so the shares add up to cap exactly
+    rng = random.Random(seed)
+    return sorted(i for members, share in zip(by_class, shares) for i in rng.sample(members, share))

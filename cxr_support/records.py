@@ -1,0 +1,141 @@
+"""Support code: one JSON record per run, written atomically and never overwritten (lessons need not read this)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cxr_support.atomic_files import _write_beside, atomic_write_text
+from cxr_support.config import PROJECT_ROOT
+from cxr_support.dataset import file_list_sha256, warn_skipped
+from cxr_support.pixel_cache import XraySplit
+
+
+def new_run_id() -> str:
+    """A sortable, unique id for a run: UTC time plus a random suffix."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{random.SystemRandom().randrange(16**4):04x}"
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601, to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit(path: Path = PROJECT_ROOT) -> str | None:
+    """The current git commit of the project, or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the main libraries, for records and checkpoints."""
+    import PIL
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "pillow": PIL.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def environment_summary(device: torch.device) -> dict[str, Any]:
+    """Device name, CPU count and library versions for a run record."""
+    info = {"device": str(device), "cpu_count": os.cpu_count(), "platform": platform.platform(), **library_versions()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def dataset_summary(root: Path, synthetic: bool, splits: dict[str, XraySplit]) -> dict[str, Any]:
+    """Which data a run used: real or synthetic, counts per split and a hash of the file list."""
+    return {
+        "root": str(root),
+        "synthetic": synthetic,
+        "counts": {name: split.class_counts() for name, split in splits.items()},
+        "file_list_sha256": file_list_sha256((p for split in splits.values() for p in split.paths), root),
+    }
+
+
+def create_record(run_dir: Path, record: dict[str, Any]) -> Path:
+    """Write a new run record ``records/<run_id>.json``; refuses to overwrite an existing one."""
+    path = Path(run_dir) / "records" / f"{record['run_id']}.json"
+    tmp = _write_beside(path, json.dumps(record, indent=1, default=str).encode("utf-8"))
+    try:
+        os.link(tmp, path)  # fails if the record exists: an earlier run is never overwritten
+    except FileExistsError:
+        raise FileExistsError(f"A run record already exists at {path}; records are never overwritten.") from None
+    finally:
+        os.unlink(tmp)
+    return path
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Load one run record."""
+    return json.loads(Path(path).read_text())
+
+
+def update_record(path: Path, **sections: Any) -> dict[str, Any]:
+    """Add or replace top-level sections of this run's own record, atomically."""
+    record = read_record(path)
+    record.update(sections)
+    atomic_write_text(Path(path), json.dumps(record, indent=1, default=str))
+    return record
+
+
+def list_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Every readable run record in the run dir, oldest first; unreadable ones are skipped with a warning."""
+    records, skipped = [], []
+    for path in sorted((Path(run_dir) / "records").glob("*.json")):
+        try:
+            records.append(read_record(path))
+        except (OSError, ValueError) as err:  # ValueError covers bad JSON and bad UTF-8
+            skipped.append((path, str(err)))
+    warn_skipped(skipped, "unreadable run records")
+    return records
+
+
+def best_epoch(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch with the lowest finite validation loss (the one ``fit`` keeps), or None."""
+    finite = [h for h in history if "epoch" in h and math.isfinite(h.get("val_loss", math.nan))]
+    return min(finite, key=lambda h: h["val_loss"]) if finite else None
+
+
+def compare_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run: data, settings, best validation and test metrics."""
+    rows = []
+    for r in records:
+        history = r.get("history") or []
+        test = (r.get("test") or {}).get("chosen_threshold") or {}
+        rows.append(
+            {
+                "run_id": r.get("run_id"),
+                "data": "synthetic" if r.get("dataset", {}).get("synthetic") else "real",
+                "weights": "imagenet" if r.get("model", {}).get("pretrained") else "random",
+                "mode": r.get("model", {}).get("train_mode"),
+                "size": r.get("config", {}).get("image_size"),
+                "epochs": len(history),
+                "best_val_loss": (best_epoch(history) or {}).get("val_loss", math.nan),
+                "test_acc": test.get("accuracy", math.nan),
+                "test_sens": test.get("sensitivity", math.nan),
+                "test_spec": test.get("specificity", math.nan),
+                "test_auc": test.get("roc_auc", math.nan),
+            }
+        )
+    return rows

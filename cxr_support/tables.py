@@ -1,0 +1,117 @@
+"""Support code: tables that render as tables in JupyterLab and on GitHub (lessons need not read this)."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cxr_support.dataset import CLASS_NAMES, SPLIT_FOLDERS, list_split
+from cxr_support.pixel_cache import XraySplit
+
+
+def count_table(splits: dict[str, XraySplit]) -> list[dict[str, Any]]:
+    """Rows of images per class per split, with the PNEUMONIA share."""
+    rows = []
+    for name, split in splits.items():
+        counts = split.class_counts()
+        total = sum(counts.values())
+        rows.append({"split": name, **counts, "total": total, "pneumonia_share": round(counts["PNEUMONIA"] / max(total, 1), 3)})
+    return rows
+
+
+def folder_counts(root: Path) -> list[dict[str, Any]]:
+    """Images per class in each of the dataset's own split folders, junk excluded."""
+    rows = []
+    for split in SPLIT_FOLDERS:
+        samples, _ = list_split(root, split)
+        counts = [sum(1 for _, label in samples if label == k) for k in range(len(CLASS_NAMES))]
+        rows.append({"folder": split, **dict(zip(CLASS_NAMES, counts)), "total": sum(counts), "pneumonia_share": round(counts[1] / sum(counts), 3)})
+    return rows
+
+
+class Table:
+    """Rows of dicts shown as a table: HTML in JupyterLab, Markdown on GitHub, aligned text in a terminal."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]], digits: int = 3):
+        self.rows = list(rows)
+        self.columns = list(dict.fromkeys(column for row in self.rows for column in row))
+        self.digits = digits
+
+    def cells(self) -> list[list[str]]:
+        """Every row as display strings: floats rounded, missing values and NaN as a dash."""
+        return [[format_value(row.get(column), self.digits) for column in self.columns] for row in self.rows]
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.cells())
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def _repr_markdown_(self) -> str:
+        def line(values: Sequence[str]) -> str:
+            return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+        return "\n".join([line([str(c) for c in self.columns]), line(["---"] * len(self.columns)), *map(line, self.cells())])
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "(empty table)"
+        cells = self.cells()
+        widths = [max(len(str(c)), *(len(row[i]) for row in cells)) for i, c in enumerate(self.columns)]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(self.columns, widths))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+        return "\n".join(line.rstrip() for line in lines)
+
+
+def format_value(value: Any, digits: int = 3) -> str:
+    """A value for reading: floats to ``digits`` decimals (large ones to whole numbers), None and NaN as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "\u2013"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def show_table(rows: Sequence[dict[str, Any]], digits: int = 3) -> None:
+    """Display rows as a table (rendered in notebooks, plain text elsewhere)."""
+    from IPython.display import display
+
+    display(Table(rows, digits))
+
+
+def metrics_table(named: dict[str, dict[str, Any]], metric_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of metrics side by side (e.g. {'threshold 0.5': m1, 'threshold from val': m2}), with intervals when present."""
+    rows = []
+    for metric in ("threshold", *metric_names):
+        row: dict[str, Any] = {"metric": metric}
+        for label, m in named.items():
+            value, ci = m[metric], m.get("ci", {}).get(metric)
+            row[label] = format_value(value) + (f" [{format_value(ci[0])}, {format_value(ci[1])}]" if ci else "")
+        rows.append(row)
+    return rows
+
+
+PUBLISHED_ANCHORS = [
+    {"result": "Kermany et al. 2018 (Cell), pneumonia vs normal", "accuracy": 0.928, "sensitivity": 0.932, "specificity": 0.901, "roc_auc": 0.968},
+    {"result": "MedMNIST v2, ResNet-50 (224 px), PneumoniaMNIST", "accuracy": 0.884, "sensitivity": None, "specificity": None, "roc_auc": 0.962},
+]
+
+
+def describe_data(synthetic: bool, splits: dict[str, XraySplit]) -> str:
+    """Say which data produced a result: synthetic sample, 224 px copies of real X-rays, or the originals."""
+    if synthetic:
+        return "synthetic sample (not real X-rays)"
+    sizes = set(splits["train"].original_sizes)
+    if sizes == {(224, 224)}:
+        return "real X-rays, downscaled 224 px copies of the Kaggle images"
+    return "real X-rays, Kaggle originals"
+
+
+def results_table(named_metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """This run's test metrics beside the published anchors, as table rows."""
+    rows = [dict(anchor) for anchor in PUBLISHED_ANCHORS]
+    for name, m in named_metrics.items():
+        rows.append({"result": name, **{k: m[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc")}})
+    return rows

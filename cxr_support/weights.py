@@ -1,0 +1,68 @@
+"""Support code: loading torchvision's ImageNet ResNet50 weights, loudly falling back when offline (lessons need not read this)."""
+
+from __future__ import annotations
+
+import socket
+import warnings
+from pathlib import Path
+
+import torch
+from torchvision.models import ResNet50_Weights
+
+from cxr_support.checkpoints import _error_summary
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """ImageNet weights were asked for (CXR_PRETRAINED=1) but could not be loaded."""
+
+
+def load_imagenet_weights(pretrained: str = "auto", weights_file: Path | None = None, timeout_s: float = 20.0):
+    """Return (ResNet50 ImageNet state dict or None, description); loud when it falls back to random init.
+
+    ``pretrained``: "1" insists (error when
+    unavailable), "auto" tries and falls back loudly, "0" skips. ``weights_file`` (CXR_WEIGHTS_FILE)
+    is a local copy of torchvision's ResNet50 weights file, for offline machines.
+    """
+
+    weights = ResNet50_Weights.DEFAULT
+    if pretrained == "0":
+        return None, "random init (CXR_PRETRAINED=0)"
+    if weights_file is not None:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise PretrainedWeightsUnavailable(f"CXR_WEIGHTS_FILE={path} does not exist. Point it at a ResNet50 weights file ({weights.url}).")
+        try:
+            from torchvision import models
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            models.resnet50(weights=None).load_state_dict(state)
+        except Exception as err:  # damaged file, HTML error page, another model's weights
+            raise PretrainedWeightsUnavailable(
+                f"CXR_WEIGHTS_FILE={path} is not a torchvision ResNet50 weights file ({_error_summary(err)}). "
+                f"Download it again from {weights.url}."
+            ) from None
+        return state, f"ImageNet weights from {path}"
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        state = weights.get_state_dict(progress=False)
+        return state, f"ImageNet weights {weights} ({weights.url.rsplit('/', 1)[-1]})"
+    except Exception as err:  # offline, proxy, corrupt download: all mean "no weights"
+        reason = f"{type(err).__name__}: {err}"
+    finally:
+        socket.setdefaulttimeout(previous)
+    fix = (
+        "To fix: run once on a machine that is online (torchvision caches the file in "
+        f"{torch.hub.get_dir()}/checkpoints), or download {weights.url} and set CXR_WEIGHTS_FILE to its path."
+    )
+    if pretrained == "1":
+        raise PretrainedWeightsUnavailable(f"CXR_PRETRAINED=1 but the ImageNet weights could not be loaded ({reason}). {fix}")
+    banner = "!" * 78
+    print(
+        f"{banner}\nNO PRETRAINED WEIGHTS: the ImageNet weights could not be loaded ({reason}).\n"
+        f"This run trains a ResNet50 from RANDOM INITIALISATION, which is NOT transfer learning\n"
+        f"and will score far below a pretrained model. {fix}\n"
+        f"Set CXR_PRETRAINED=1 to make this an error instead.\n{banner}"
+    )
+    warnings.warn("ImageNet weights unavailable: training from random initialisation", stacklevel=2)
+    return None, f"random init (ImageNet weights unavailable: {reason})"

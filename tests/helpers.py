@@ -1,0 +1,136 @@
+"""Small builders shared by the unit tests: image files, dataset trees, tensors and splits (no fixtures here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cxr_support.pixel_cache import XraySplit
+
+TINY_COUNTS = {"train": (4, 6), "val": (1, 1), "test": (2, 3)}  # patients per class of the small synthetic samples
+LARGE_COUNTS = {"train": (20, 40), "val": (1, 1), "test": (1, 1)}
+SIZE = 32  # image size of the decoded test images
+IMAGE_SIZE = 32  # model-input size of the model tests
+
+# ----------------------------------------------------------------------------- shared helpers and fixtures
+
+
+def noise_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
+    """A smooth random grayscale image (upsampled noise), different for each seed."""
+    rng = np.random.default_rng(seed)
+    small = (rng.random((6, 6)) * 255).astype(np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+def write_jpeg(path: Path, seed: int = 0, size: tuple[int, int] = (48, 40)) -> Path:
+    """Write a small valid grayscale JPEG and return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    noise_image(seed, size).save(path, format="JPEG", quality=90)
+    return path
+
+
+def write_truncated_jpeg(path: Path) -> Path:
+    """Write a valid JPEG, then keep only the first half of its bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(123)
+    Image.fromarray((rng.random((120, 160)) * 255).astype(np.uint8)).save(path, format="JPEG", quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def write_fake_jpeg(path: Path) -> Path:
+    """Write a text file with a .jpeg name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("this is not an image, only a file with a .jpeg name\n")
+    return path
+
+
+# Kaggle-style names: NORMAL patients 1-3 images each, PNEUMONIA patients 1-2 (bacteria and virus).
+TINY_LAYOUT = {
+    "train": {
+        "NORMAL": ["IM-0001-0001.jpeg", "IM-0001-0001-0002.jpeg", "IM-0002-0001.jpeg", "NORMAL2-IM-0003-0001.jpeg"],
+        "PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_3.jpeg", "person3_bacteria_4.jpeg"],
+    },
+    "val": {"NORMAL": ["IM-0101-0001.jpeg"], "PNEUMONIA": ["person101_virus_1.jpeg"]},
+    "test": {
+        "NORMAL": ["IM-0201-0001.jpeg", "IM-0202-0001.jpeg"],
+        "PNEUMONIA": ["person201_bacteria_1.jpeg", "person202_virus_2.jpeg"],
+    },
+}
+
+
+def make_tree(root: Path, layout: dict[str, dict[str, list[str]]] = TINY_LAYOUT) -> Path:
+    """Write a Kaggle-layout dataset of small JPEGs at ``root`` and return ``root``."""
+    seed = 0
+    for split, classes in layout.items():
+        for class_name, names in classes.items():
+            (root / split / class_name).mkdir(parents=True, exist_ok=True)
+            for name in names:
+                seed += 1
+                write_jpeg(root / split / class_name / name, seed)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, tuple[bool, int, int]]:
+    """Every entry under ``root`` with (is folder, size, mtime in ns): equal snapshots mean nothing changed."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        stat = path.stat()
+        out[str(path.relative_to(root))] = (path.is_dir(), stat.st_size if path.is_file() else 0, stat.st_mtime_ns)
+    return out
+
+
+def kaggle_samples(root: Path, n_normal: int = 30, n_pneumonia: int = 60, seed: int = 0) -> list[tuple[Path, int]]:
+    """A (path, label) list with Kaggle names and 1-3 images per patient; the files need not exist."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for patient in range(1, n_normal + 1):
+        for k in range(1, int(rng.integers(1, 4)) + 1):
+            stem = f"IM-{patient:04d}-0001" if k == 1 else f"IM-{patient:04d}-0001-{k:04d}"
+            samples.append((root / "train" / "NORMAL" / f"{stem}.jpeg", 0))
+    image_number = 0
+    for patient in range(1, n_pneumonia + 1):
+        kind = "bacteria" if patient % 2 else "virus"
+        for _ in range(int(rng.integers(1, 4))):
+            image_number += 1
+            samples.append((root / "train" / "PNEUMONIA" / f"person{patient}_{kind}_{image_number}.jpeg", 1))
+    return samples
+
+
+def index_of_pixels(images: torch.Tensor) -> list[int]:
+    """Recover the uint8 value of the first pixel of each [0, 1] model-input image (used as a sample id)."""
+    return [round(float(v) * 255) for v in images[:, 0, 0, 0]]
+
+
+
+
+def make_images(n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` model-input images: 1x32x32 grey in [0, 1], deterministic in the seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+
+
+def make_split(labels: list[int], seed: int = 0, name: str = "tiny") -> XraySplit:
+    """A hand-built XraySplit: random uint8 pixels (N, 1, 32, 32) with the given labels."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(labels)
+    pixels = torch.randint(0, 256, (n, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8, generator=generator)
+    return XraySplit(
+        name,
+        pixels,
+        torch.tensor(labels, dtype=torch.long),
+        [Path(f"{name}-{i}.png") for i in range(n)],
+        [(IMAGE_SIZE, IMAGE_SIZE)] * n,
+        ["L"] * n,
+        [],
+    )
+
+
+def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """True when two state dicts have the same keys and identical tensors."""
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+

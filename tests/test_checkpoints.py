@@ -1,0 +1,227 @@
+"""Unit tests for saving and loading checkpoints and for atomic writes (notebook 2, notebook 3, cxr_support)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import IMAGE_SIZE, make_images, state_equal
+
+import cxr_utils as cxr
+from cxr_support import atomic_files
+from cxr_support.atomic_files import atomic_write_bytes
+from cxr_support.checkpoints import CHECKPOINT_FORMAT, CheckpointError, latest_checkpoint
+
+CPU = torch.device("cpu")
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tmp_path_factory, base_model):
+    """A checkpoint written by save_checkpoint (module-scoped: written once, read by several tests)."""
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoints" / "run-1.pt"
+    cxr.save_checkpoint(
+        path, base_model, {"image_size": IMAGE_SIZE, "threshold": 0.37, "run_id": "run-1", "metrics": {"val_loss": 0.5}}
+    )
+    return path
+
+
+def rewrite_checkpoint(source: Path, target: Path, change) -> Path:
+    """Load a checkpoint's payload, let ``change`` edit it, and torch.save it to ``target``."""
+    payload = torch.load(source, weights_only=True)
+    change(payload)
+    torch.save(payload, target)
+    return target
+
+
+def test_checkpoint_round_trip(saved_checkpoint, base_model):
+    """save_checkpoint then load_checkpoint gives the same tensors and the metadata with plain-string versions."""
+    assert os.listdir(saved_checkpoint.parent) == ["run-1.pt"]  # no temporary files left beside it
+    torch.manual_seed(123)  # load_checkpoint builds a fresh model: its random init must be overwritten
+    model, meta = cxr.load_checkpoint(saved_checkpoint)
+    assert state_equal(model.state_dict(), base_model.state_dict())
+    assert model.pos_weight.item() == 2.0
+    assert not model.training
+    assert meta["threshold"] == 0.37 and meta["image_size"] == IMAGE_SIZE and meta["run_id"] == "run-1"
+    assert meta["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert meta["metrics"] == {"val_loss": 0.5}
+    assert meta["format"] == CHECKPOINT_FORMAT and meta["architecture"] == "resnet50-gray-1logit"
+    assert "1 channel" in meta["input"] and "[0, 1]" in meta["input"]  # what the model expects, for a reader of the file
+    assert meta["mean"] == list(cxr.IMAGENET_MEAN) and meta["std"] == list(cxr.IMAGENET_STD)
+    images = make_images(2, seed=5)
+    with torch.no_grad():
+        assert torch.equal(model(images), base_model(images))  # same predictions on (N, 1, H, W) input
+    assert {"torch", "torchvision", "python"} <= set(meta["versions"])
+    assert all(type(v) is str for v in meta["versions"].values())
+
+
+def test_save_checkpoint_without_image_size_raises(tmp_path, base_model):
+    """save_checkpoint refuses metadata without image_size and writes nothing."""
+    with pytest.raises(ValueError, match="image_size"):
+        cxr.save_checkpoint(tmp_path / "c.pt", base_model, {"threshold": 0.5})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_checkpoint_missing_path_names_notebook_02(tmp_path):
+    """A missing checkpoint raises CheckpointError that names the path and the notebook that writes one."""
+    with pytest.raises(CheckpointError, match="02_training_on_gpu") as info:
+        cxr.load_checkpoint(tmp_path / "nope.pt")
+    assert "nope.pt" in str(info.value)
+
+
+@pytest.mark.parametrize("change", ["drop_key", "fc_shape"])
+def test_load_checkpoint_state_dict_that_does_not_fit(tmp_path, saved_checkpoint, change):
+    """A state dict with a missing key or a wrong fc shape raises CheckpointError, not a raw RuntimeError."""
+
+    def edit(payload):
+        state = payload["state_dict"]
+        if change == "drop_key":
+            del state["network.layer1.0.conv1.weight"]
+        else:
+            state["network.fc.weight"], state["network.fc.bias"] = torch.zeros(2, 2048), torch.zeros(2)
+
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "bad.pt", edit)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        cxr.load_checkpoint(path)
+
+
+def test_load_checkpoint_wrong_format_raises(tmp_path, saved_checkpoint):
+    """A checkpoint of another format version raises CheckpointError naming the format."""
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "old.pt", lambda p: p["metadata"].update(format=99))
+    with pytest.raises(CheckpointError, match="format 99"):
+        cxr.load_checkpoint(path)
+
+
+def test_load_checkpoint_old_rgb_architecture_raises(tmp_path, saved_checkpoint):
+    """A checkpoint of the earlier 3-channel model ('resnet50-1logit') raises CheckpointError naming both architectures."""
+    rgb_metadata = {"architecture": "resnet50-1logit"}
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "rgb.pt", lambda p: p["metadata"].update(rgb_metadata))
+    with pytest.raises(CheckpointError, match="architecture 'resnet50-1logit'") as info:
+        cxr.load_checkpoint(path)
+    assert "'resnet50-gray-1logit'" in str(info.value) and "Re-run notebook 02" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"weights": torch.zeros(1)}, id="no-metadata"),
+        pytest.param([1, 2, 3], id="a-list"),
+        pytest.param(
+            {"metadata": "resnet50", "state_dict": {}},
+            id="metadata-not-a-dict",
+        ),
+        pytest.param(
+            {"metadata": {"format": CHECKPOINT_FORMAT, "architecture": "resnet50-gray-1logit"}, "state_dict": [1, 2]},
+            id="state-dict-not-a-dict",
+        ),
+    ],
+)
+def test_load_checkpoint_malformed_payload_raises_checkpoint_error(tmp_path, payload):
+    """A plain-data file that is not shaped like this series' checkpoint raises CheckpointError."""
+    path = tmp_path / "odd.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError):
+        cxr.load_checkpoint(path)
+
+
+def _write_marker(path: str) -> str:
+    """Called by unpickling a _CodeOnLoad object: proof that the file ran code."""
+    Path(path).write_text("code from the checkpoint ran")
+    return "pwned"
+
+
+class _CodeOnLoad:
+    """An object whose unpickling calls _write_marker (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_write_marker, (self.marker,))
+
+
+def test_tampered_checkpoint_is_refused_without_running_code(tmp_path, saved_checkpoint):
+    """A checkpoint carrying an arbitrary Python object raises CheckpointError and its code never runs."""
+    marker = tmp_path / "marker.txt"
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "tampered.pt", lambda p: p.update(extra=_CodeOnLoad(marker)))
+    with pytest.raises(CheckpointError, match="Refusing to load") as info:
+        cxr.load_checkpoint(path)
+    assert "tampered.pt" in str(info.value)
+    assert not marker.exists()
+    # control: the same kind of file really runs code when loaded unsafely, so the check above can fail
+    control_marker = tmp_path / "control.txt"
+    torch.save({"extra": _CodeOnLoad(control_marker)}, tmp_path / "control.pt")
+    torch.load(tmp_path / "control.pt", weights_only=False)
+    assert control_marker.exists()
+
+
+def test_raw_pickle_file_is_refused_without_running_code(tmp_path):
+    """A .pt file that is a bare pickle with code raises CheckpointError and does not run it."""
+    marker = tmp_path / "marker.txt"
+    path = tmp_path / "pickle.pt"
+    path.write_bytes(pickle.dumps({"metadata": {}, "state_dict": _CodeOnLoad(marker)}, protocol=2))
+    with pytest.raises(CheckpointError):
+        cxr.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_random_bytes_checkpoint_raises(tmp_path):
+    """A file of random bytes raises CheckpointError."""
+    path = tmp_path / "noise.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError, match="noise.pt"):
+        cxr.load_checkpoint(path)
+
+
+def test_latest_checkpoint_returns_newest_pt(tmp_path):
+    """latest_checkpoint picks the .pt file with the newest modification time, ignoring other files."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name, mtime in [("b.pt", 3_000), ("a.pt", 1_000), ("c.pt", 2_000), ("notes.txt", 9_000)]:
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (mtime, mtime))
+    assert latest_checkpoint(tmp_path) == folder / "b.pt"
+
+
+@pytest.mark.parametrize("make_folder", [True, False])
+def test_latest_checkpoint_none_names_notebook_02(tmp_path, make_folder):
+    """With no checkpoint (empty or missing folder) latest_checkpoint raises CheckpointError naming notebook 02."""
+    if make_folder:
+        (tmp_path / "checkpoints").mkdir()
+        (tmp_path / "checkpoints" / "readme.txt").write_text("no weights here")
+    with pytest.raises(CheckpointError, match="02_training_on_gpu"):
+        latest_checkpoint(tmp_path)
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_write_bytes_writes_and_creates_folders(tmp_path):
+    """atomic_write_bytes creates missing folders, replaces the content and leaves only the target file."""
+    path = tmp_path / "a" / "b" / "file.bin"
+    atomic_write_bytes(path, b"first")
+    atomic_write_bytes(path, b"second")
+    assert path.read_bytes() == b"second"
+    assert os.listdir(path.parent) == ["file.bin"]
+
+
+@pytest.mark.parametrize("failing", ["replace", "fsync"])
+def test_atomic_write_bytes_failure_keeps_old_content(tmp_path, monkeypatch, failing):
+    """If the write fails midway (fsync or the final rename), the old content is intact and no temp file remains."""
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"old content")
+
+    def boom(*args, **kwargs):
+        raise OSError(f"simulated {failing} failure")
+
+    monkeypatch.setattr(atomic_files.os, failing, boom)
+    with pytest.raises(OSError, match="simulated"):
+        atomic_write_bytes(path, b"new content that must not appear")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old content"
+    assert os.listdir(tmp_path) == ["file.bin"]
