@@ -18,7 +18,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import cxr_utils as cxr  # noqa: E402
+from cxr_support import plots, records  # noqa: E402
+from cxr_support.dataset import CLASS_NAMES, list_split  # noqa: E402
+from cxr_support.images import read_xray  # noqa: E402
+from cxr_support.synthetic import make_synthetic_dataset  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 
@@ -26,14 +29,14 @@ IMAGES = Path(__file__).resolve().parent.parent / "images"
 def sample_grid(seed: int = 42) -> Path:
     """Four NORMAL and four PNEUMONIA images of the synthetic sample."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = cxr.make_synthetic_dataset(Path(tmp), seed=seed)
-        samples, _ = cxr.list_split(root, "train")
+        root = make_synthetic_dataset(Path(tmp), seed=seed)
+        samples, _ = list_split(root, "train")
         fig, axes = plt.subplots(2, 4, figsize=(12, 6.4))
         for row, label in enumerate((0, 1)):
             paths = [p for p, y in samples if y == label][:: 7][:4]
             for ax, path in zip(axes[row], paths):
-                ax.imshow(cxr.read_xray(path), cmap="gray")
-                ax.set_title(f"{cxr.decode_label(label)}: {path.name}", fontsize=8)
+                ax.imshow(read_xray(path), cmap="gray")
+                ax.set_title(f"{CLASS_NAMES[label]}: {path.name}", fontsize=8)
                 ax.axis("off")
         fig.suptitle("Synthetic sample (generated, not real X-rays)")
         fig.tight_layout()
@@ -44,8 +47,8 @@ def sample_grid(seed: int = 42) -> Path:
 
 def training_curves(record_path: Path) -> Path:
     """Loss and accuracy per epoch of one run, titled with its provenance."""
-    record = cxr.read_record(record_path)
-    cxr.plot_history(record["history"])
+    record = records.read_record(record_path)
+    plots.plot_history(record["history"])
     data = "synthetic sample" if record["dataset"]["synthetic"] else "real X-rays"
     train = sum(record["dataset"]["counts"]["train"].values())
     weights = "ImageNet weights" if record["model"]["pretrained"] else "random init (no ImageNet weights)"

@@ -16,13 +16,13 @@ from pathlib import Path
 import nbformat
 from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
 
-import cxr_utils as cxr
+from cxr_support.config import load_config
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def main(prefixes: list[str]) -> int:
-    out_dir = cxr.load_config().run_dir / "executed"
+    out_dir = load_config().run_dir / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         if prefixes and not any(path.name.startswith(p) for p in prefixes):
