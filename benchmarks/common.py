@@ -2,36 +2,93 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-import cxr_utils as cxr
+# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the support package's.
+from cxr_support.dataset import CLASS_NAMES
+from cxr_support.synthetic import _patient_anatomy, synthetic_xray
+from cxr_utils import autocast_settings
+
+T = TypeVar("T")
 
 
-def make_fullsize_jpegs(folder: Path, n_images: int, seed: int = 0) -> Path:
-    """Write ``n_images`` X-ray-like JPEGs, 1000 to 2500 px a side, 5% RGB, in the Kaggle class layout."""
-    root = folder / "train"
-    for name in cxr.CLASS_NAMES:
+def jpeg_name(i: int) -> Path:
+    """Where image ``i`` lives under a ``train`` folder: 3 PNEUMONIA : 1 NORMAL, as in the real data."""
+    label = int(i % 4 != 0)
+    return Path(CLASS_NAMES[label]) / f"person{i}_bacteria_1.jpeg"
+
+
+def write_fullsize_jpeg(root: Path, i: int, seed: int = 0) -> None:
+    """Write image ``i`` (deterministic in ``seed`` and ``i``): 1000 to 2500 px a side, film grain, every 20th RGB."""
+    rng = np.random.default_rng([seed, i])
+    label = int(i % 4 != 0)
+    height = int(rng.integers(1000, 2200))  # width up to 2500
+    width = min(2500, int(height * rng.uniform(1.0, 1.35)))
+    anatomy = _patient_anatomy(rng, pneumonia=bool(label))
+    small = synthetic_xray(rng, 300, round(300 * width / height), anatomy, bool(label))
+    image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
+    noise = rng.normal(0, 2, (height, width))  # film grain: files of 200-400 kB, like the Kaggle originals
+    image = Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
+    if i % 20 == 0:
+        image = image.convert("RGB")
+    path = root / jpeg_name(i)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    image.save(partial, format="JPEG", quality=90)
+    os.replace(partial, path)  # a killed run never leaves a truncated file that a later run would reuse
+
+
+def _write_chunk(root: Path, indices: list[int], seed: int) -> int:
+    for i in indices:
+        write_fullsize_jpeg(root, i, seed)
+    return len(indices)
+
+
+def make_fullsize_jpegs(folder: Path, n_images: int, seed: int = 0, workers: int | None = None, pool: Path | None = None) -> Path:
+    """Write ``n_images`` X-ray-like JPEGs in the Kaggle class layout under ``folder/train``; return that folder.
+
+    ``workers`` processes share the work (default: every CPU core); the files do not depend
+    on it. With ``pool``, the files are written there once, kept between calls and runs
+    (only missing ones are made), and ``folder/train`` holds symbolic links to the first
+    ``n_images`` of them, so several benchmarks can share one set of files.
+    """
+    store = (Path(pool) / f"seed{seed}") if pool is not None else Path(folder) / "train"
+    for name in CLASS_NAMES:
+        (store / name).mkdir(parents=True, exist_ok=True)
+    missing = [i for i in range(n_images) if not (store / jpeg_name(i)).is_file()]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(missing)))
+    if workers == 1:
+        _write_chunk(store, missing, seed)
+    elif missing:
+        chunks = [missing[k::workers * 4] for k in range(workers * 4)]  # interleaved: equal work per chunk
+        with ProcessPoolExecutor(workers) as executor:
+            list(executor.map(_write_chunk, [store] * len(chunks), chunks, [seed] * len(chunks)))
+    if pool is None:
+        return store
+    root = Path(folder) / "train"
+    for name in CLASS_NAMES:
         (root / name).mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
-        rng = np.random.default_rng([seed, i])
-        label = int(i % 4 != 0)  # 3 PNEUMONIA : 1 NORMAL, as in the real data
-        height = int(rng.integers(1000, 2200))  # width up to 2500
-        width = min(2500, int(height * rng.uniform(1.0, 1.35)))
-        anatomy = cxr._patient_anatomy(rng, pneumonia=bool(label))
-        small = cxr.synthetic_xray(rng, 300, round(300 * width / height), anatomy, bool(label))
-        image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
-        noise = rng.normal(0, 2, (height, width))  # film grain: files of 200-400 kB, like the Kaggle originals
-        image = Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
-        if i % 20 == 0:
-            image = image.convert("RGB")
-        image.save(root / cxr.CLASS_NAMES[label] / f"person{i}_bacteria_1.jpeg", quality=90)
+        (root / jpeg_name(i)).symlink_to((store / jpeg_name(i)).resolve())
+    return root
+
+
+def prepare_jpegs(args: argparse.Namespace, folder: Path) -> Path:
+    """Make (or link from ``args.jpeg_pool``) ``args.images`` JPEGs under ``folder``; say how long it took; return train/."""
+    seconds, root = timed(lambda: make_fullsize_jpegs(folder, args.images, workers=args.workers, pool=args.jpeg_pool))
+    megabytes = sum(p.stat().st_size for p in root.rglob("*.jpeg")) / 1e6
+    print(f"{args.images} JPEGs ({megabytes:.0f} MB) ready in {seconds:.1f} s, before any timer; pool {args.jpeg_pool or '-'}")
     return root
 
 
@@ -43,7 +100,33 @@ def machine() -> str:
     return line
 
 
-def timed(fn) -> tuple[float, object]:
+def precision(device: torch.device) -> str:
+    """The autocast dtype that `fit` uses on ``device``, or 'fp32' when it uses none."""
+    use_amp, dtype = autocast_settings(device)
+    return str(dtype).removeprefix("torch.") + " autocast" if use_amp else "fp32"
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark that generates JPEGs shares: generation processes, a reusable pool, a JSON file."""
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes that generate the JPEGs")
+    parser.add_argument("--jpeg-pool", type=Path, help="keep the generated JPEGs here, to reuse (default: a temporary folder)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+
+
+def write_json(path: Path | None, args: argparse.Namespace, results: dict) -> None:
+    """Write the machine, the settings and ``results`` to ``path`` (nothing when it is None)."""
+    if path is not None:
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        path.write_text(json.dumps({"machine": machine(), "settings": settings, **results}, indent=1, default=float))
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     """(seconds, result) of ``fn()``."""
     start = time.perf_counter()
     result = fn()

@@ -23,11 +23,15 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-import cxr_utils as cxr
+# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the support package's.
+from cxr_support.dataset import list_split
+from cxr_support.pixel_cache import load_pixels
+from cxr_support.tables import Table
+from cxr_utils import CachedBatchLoader, get_default_device
 
 
-def seed_loader(root: Path, size: int, batch_size: int) -> DataLoader:
-    """The blog post's pipeline, verbatim apart from the folder."""
+def seed_dataset(root: Path, size: int) -> datasets.ImageFolder:
+    """The blog post's dataset and transforms, verbatim apart from the folder."""
     stats = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
     train_transforms = transforms.Compose(
         [
@@ -38,7 +42,12 @@ def seed_loader(root: Path, size: int, batch_size: int) -> DataLoader:
             transforms.Normalize(*stats, inplace=True),
         ]
     )
-    dataset = datasets.ImageFolder(root, transform=train_transforms)
+    return datasets.ImageFolder(root, transform=train_transforms)
+
+
+def seed_loader(root: Path, size: int, batch_size: int) -> DataLoader:
+    """The blog post's pipeline: its dataset in a DataLoader with two worker processes."""
+    dataset = seed_dataset(root, size)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2, pin_memory=torch.cuda.is_available())
 
 
@@ -58,11 +67,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    device = cxr.get_default_device()
+    device = get_default_device()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         seconds, root = timed(lambda: make_fullsize_jpegs(Path(tmp) / "data", args.images))
-        samples, _ = cxr.list_split(root.parent, "train")
+        samples, _ = list_split(root.parent, "train")
         megabytes = sum(p.stat().st_size for p, _ in samples) / 1e6
         print(f"generated {len(samples)} JPEGs ({megabytes:.0f} MB) in {seconds:.0f} s; image size {args.size}, batch {args.batch_size}")
 
@@ -70,8 +79,8 @@ def main() -> None:
         seed_times = [timed(lambda: one_pass(loader, device))[0] for _ in range(3)]
 
         def first_epoch():
-            split = cxr.load_pixels("train", samples, args.size, Path(tmp) / "cache", progress=False)
-            cached = cxr.CachedBatchLoader(split, args.batch_size, device, shuffle=True, augment=True)
+            split = load_pixels("train", samples, args.size, Path(tmp) / "cache", progress=False)
+            cached = CachedBatchLoader(split, args.batch_size, device, shuffle=True, augment=True)
             one_pass(cached, device)
             return cached
 
@@ -82,7 +91,7 @@ def main() -> None:
     rows = []
     for name, times in [("blog post (decode every epoch)", seed_times), ("decode once, batches from memory", ours_times)]:
         rows.append({"pipeline": name, "first epoch img/s": round(n / times[0], 1), "later epochs img/s": round(2 * n / sum(times[1:]), 1)})
-    cxr.print_table(rows)
+    print(Table(rows, digits=1))
     first_speedup = rows[1]["first epoch img/s"] / rows[0]["first epoch img/s"]
     later_speedup = rows[1]["later epochs img/s"] / rows[0]["later epochs img/s"]
     print(f"first-epoch speed-up: {first_speedup:.1f}x")

@@ -71,7 +71,7 @@ def decode_files(
     """Decode files in parallel threads; return pixels, indices kept, sizes, modes and (path, reason) skipped."""
     from tqdm.auto import tqdm
 
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or os.cpu_count() or 1  # Pillow releases the GIL while it decodes: one thread per core
     kept, pixels, sizes, modes, skipped = [], [], [], [], []
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda p: _decode_or_none(p, image_size), paths)

@@ -76,8 +76,10 @@ def format_value(value: Any, digits: int = 3) -> str:
 
 def show_table(rows: Sequence[dict[str, Any]], digits: int = 3) -> None:
     """Display rows as a table (rendered in notebooks, plain text elsewhere)."""
-    from IPython.display import display
-
+    try:
+        from IPython.display import display
+    except ImportError:  # a plain Python without IPython: print the text form
+        display = print
     display(Table(rows, digits))
 
 
