@@ -120,12 +120,6 @@ def write_json(path: Path | None, args: argparse.Namespace, results: dict) -> No
         path.write_text(json.dumps({"machine": machine(), "settings": settings, **results}, indent=1, default=float))
 
 
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a timer covers it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn: Callable[[], T]) -> tuple[float, T]:
     """(seconds, result) of ``fn()``."""
     start = time.perf_counter()

@@ -27,7 +27,7 @@ from torchvision import datasets, transforms
 from cxr_support.dataset import list_split
 from cxr_support.pixel_cache import load_pixels
 from cxr_support.tables import Table
-from cxr_utils import CachedBatchLoader, get_default_device
+from cxr_utils import CachedBatchLoader, get_default_device, synchronize
 
 
 def seed_dataset(root: Path, size: int) -> datasets.ImageFolder:
@@ -56,8 +56,7 @@ def one_pass(loader, device: torch.device) -> int:
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
         count += len(labels)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return count
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from common import add_output_args, machine, precision, prepare_jpegs, sync, timed, write_json
+from common import add_output_args, machine, precision, prepare_jpegs, timed, write_json
 from input_pipeline import seed_loader
 from torch.utils.data import DataLoader
 from torchvision import models
@@ -31,7 +31,7 @@ from torchvision import models
 # The project's helpers, imported in this one place: the lessons' (cxr_utils) and the support package's.
 from cxr_support.dataset import list_split
 from cxr_support.pixel_cache import load_pixels
-from cxr_utils import CachedBatchLoader, PneumoniaCnnModel, autocast_settings, fit, get_default_device, to_device
+from cxr_utils import CachedBatchLoader, PneumoniaCnnModel, autocast_settings, fit, get_default_device, synchronize, to_device
 
 SERIES, LIMIT, BLOG = "this series' recipe, end to end", "compute limit (batch on the device)", "blog post recipe, end to end"
 
@@ -55,7 +55,7 @@ def seed_train_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, loade
         optimizer.step()
         optimizer.zero_grad()
         count += len(targets)
-    sync(device)
+    synchronize(device)
     return count
 
 
@@ -118,11 +118,11 @@ def compute_limit(size: int, batch_size: int, warmup: int, steps: int, device: t
 
     for _ in range(warmup):
         step()
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     print(f"  compute limit: {steps} steps of {batch_size} after {warmup} warm-up steps, {seconds / steps * 1000:.1f} ms/step")
     return steps * batch_size / seconds

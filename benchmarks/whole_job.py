@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import add_output_args, machine, precision, prepare_jpegs, sync, timed, write_json
+from common import add_output_args, machine, precision, prepare_jpegs, timed, write_json
 from input_pipeline import seed_dataset
 from torch.utils.data import DataLoader, random_split
 from training_throughput import project_model, seed_model, seed_train_epoch
@@ -36,7 +36,15 @@ from training_throughput import project_model, seed_model, seed_train_epoch
 # The project's helpers, imported in this one place: the lessons' (cxr_utils) and the support package's.
 from cxr_support.dataset import list_split
 from cxr_support.pixel_cache import decode_files, load_pixels
-from cxr_utils import CachedBatchLoader, class_balance_pos_weight, fit, get_default_device, patient_split, seed_everything
+from cxr_utils import (
+    CachedBatchLoader,
+    class_balance_pos_weight,
+    fit,
+    get_default_device,
+    patient_split,
+    seed_everything,
+    synchronize,
+)
 
 TARGET_S = 30.0
 
@@ -57,11 +65,11 @@ def series_job(root: Path, args: argparse.Namespace, device: torch.device, cache
     train_dl = CachedBatchLoader(train, args.batch_size, device, shuffle=True, augment=True, seed=42)
     val_dl = CachedBatchLoader(val, args.batch_size * 2, device)
     model = project_model(device, class_balance_pos_weight(train.labels))
-    sync(device)
+    synchronize(device)
     marks["loaders and model on the device"] = time.perf_counter()
     history = fit(args.epochs, args.max_lr, model, train_dl, val_dl, weight_decay=1e-4, grad_clip=0.1,
                   opt_func=torch.optim.Adam, progress=False)
-    sync(device)
+    synchronize(device)
     marks["fit (training + validation)"] = time.perf_counter()
     names = list(marks)
     parts = {name: marks[name] - marks[previous] for previous, name in zip(names, names[1:])}
@@ -89,7 +97,7 @@ def seed_validate(network: torch.nn.Module, loader: DataLoader, device: torch.de
         losses.append(F.binary_cross_entropy(probs, targets))
         correct += int(((probs > 0.5).float() == targets).sum())
         count += len(targets)
-    sync(device)
+    synchronize(device)
     return correct / max(count, 1)
 
 
@@ -106,7 +114,7 @@ def blog_job(root: Path, args: argparse.Namespace, device: torch.device) -> dict
     val_dl = DataLoader(val_ds, args.batch_size * 2, num_workers=2, pin_memory=pin)
     network = seed_model(device)
     optimizer = torch.optim.Adam(network.parameters(), 1e-4, weight_decay=1e-4)
-    sync(device)
+    synchronize(device)
     setup_s = time.perf_counter() - start
     train_s, val_s = [], []
     for epoch in range(args.seed_epochs):
@@ -159,7 +167,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = prepare_jpegs(args, Path(tmp) / "data")
         torch.zeros(1, device=device).add_(1)  # create the CUDA context before the timers
-        sync(device)
+        synchronize(device)
 
         print(f"\n1. this series' whole job ({args.epochs} epochs, timed in full)")
         ours = series_job(root, args, device, Path(tmp) / "fresh-cache")
