@@ -18,7 +18,7 @@ from cxr_support.records import library_versions, now_iso
 CHECKPOINT_FORMAT = 1
 
 
-def _error_summary(err: Exception) -> str:
+def error_summary(err: Exception) -> str:
     """The informative line of an exception (torch.load's weights-only errors put it mid-message)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     key = next((line for line in lines if "Unsupported" in line or "WeightsUnpickler error" in line), lines[0] if lines else "")
@@ -63,7 +63,7 @@ def read_checkpoint(path: Path, architecture: str) -> tuple[dict[str, torch.Tens
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(
-            f"Refusing to load {path}: it is not a plain weights file ({_error_summary(err)}). "
+            f"Refusing to load {path}: it is not a plain weights file ({error_summary(err)}). "
             "It may be damaged or tampered with; re-run notebook 02 to make a fresh one."
         ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "metadata" not in payload:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torchvision.models import ResNet50_Weights
 
-from cxr_support.checkpoints import _error_summary
+from cxr_support.checkpoints import error_summary
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -38,7 +38,7 @@ def load_imagenet_weights(pretrained: str = "auto", weights_file: Path | None = 
             models.resnet50(weights=None).load_state_dict(state)
         except Exception as err:  # damaged file, HTML error page, another model's weights
             raise PretrainedWeightsUnavailable(
-                f"CXR_WEIGHTS_FILE={path} is not a torchvision ResNet50 weights file ({_error_summary(err)}). "
+                f"CXR_WEIGHTS_FILE={path} is not a torchvision ResNet50 weights file ({error_summary(err)}). "
                 f"Download it again from {weights.url}."
             ) from None
         return state, f"ImageNet weights from {path}"
