@@ -32,7 +32,7 @@ from torchvision import models
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from cxr_support import checkpoints, dataset, jovian_transport
+from cxr_support import checkpoints, dataset, devices, jovian_transport
 from cxr_support.dataset import CLASS_NAMES
 from cxr_support.images import decode_resized, read_xray, to_grayscale
 from cxr_support.pixel_cache import XraySplit, load_pixels
@@ -58,9 +58,7 @@ def patient_id(filename: str | Path) -> str:
     return stem
 
 
-def patient_split(
-    samples: Sequence[tuple[Path, int]], val_fraction: float = 0.1, seed: int = 42
-) -> tuple[list[int], list[int]]:
+def patient_split(samples: Sequence[tuple[Path, int]], val_fraction: float = 0.1, seed: int = 42) -> tuple[list[int], list[int]]:
     """Split sample indices into (train, val) by whole patients, per class, deterministic in the seed (01, 'The patient split')."""
     by_patient: dict[tuple[int, str], list[int]] = defaultdict(list)
     for index, (path, label) in enumerate(samples):
@@ -185,9 +183,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def get_default_device() -> torch.device:
-    """Pick the GPU if there is one, else the CPU (02, 'The device')."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+def get_default_device(preference: str = "auto") -> torch.device:
+    """Pick the accelerator (NVIDIA or Intel GPU, Apple MPS) if there is one, else the CPU (02, 'The device')."""
+    if preference != "auto":
+        return torch.device(preference)  # CXR_DEVICE, which load_config checked against this machine
+    if hasattr(torch, "accelerator"):  # torch 2.6 and later: every kind of accelerator behind one API
+        return torch.accelerator.current_accelerator(check_available=True) or torch.device("cpu")
+    for kind in ("cuda", "mps", "xpu"):  # older releases: ask each backend
+        if devices.backend_available(kind):
+            return torch.device(kind)
+    return torch.device("cpu")
 
 
 def to_device(data: Any, device: torch.device) -> Any:
@@ -260,7 +265,7 @@ class CachedBatchLoader:
 
     def __init__(self, split: XraySplit, batch_size: int, device: torch.device, shuffle: bool = False, augment: bool = False,
                  seed: int = 0, drop_last: bool = False):
-        pin = device.type == "cuda"
+        pin = device.type == "cuda"  # page-locked memory speeds up copies to an NVIDIA GPU; Apple MPS shares memory
         self.pixels = (split.pixels.pin_memory() if pin else split.pixels).to(device, non_blocking=True)
         self.labels = split.labels.to(device, non_blocking=True)
         self.batch_size, self.device = batch_size, device
@@ -285,8 +290,8 @@ class CachedBatchLoader:
 
 def synchronize(device: torch.device) -> None:
     """Wait until the device has finished its queued work, so that a timing covers it (02, 'The input pipeline')."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    if device.type != "cpu":
+        getattr(torch, device.type).synchronize()  # torch.cuda, torch.mps or torch.xpu
 
 
 def images_per_second(
@@ -400,7 +405,7 @@ def resolve_train_mode(train_mode: str, device: torch.device, pretrained_loaded:
         return train_mode
     if not pretrained_loaded:
         return "finetune"
-    return "finetune" if device.type == "cuda" else "feature_extractor"
+    return "feature_extractor" if device.type == "cpu" else "finetune"
 
 
 def class_balance_pos_weight(labels: torch.Tensor) -> float:
@@ -417,10 +422,12 @@ def get_lr(optimizer: torch.optim.Optimizer) -> float:
 
 
 def autocast_settings(device: torch.device) -> tuple[bool, torch.dtype]:
-    """(use autocast, dtype): bf16 on GPUs that support it, fp16 on older GPUs, off on the CPU (02, 'Training')."""
-    if device.type != "cuda":
-        return False, torch.float32
-    return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """(use autocast, dtype): bf16 where the GPU has it, fp16 on older NVIDIA GPUs, float32 elsewhere (02, 'Training')."""
+    if device.type == "cuda":
+        return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "xpu" and torch.xpu.is_bf16_supported():
+        return True, torch.bfloat16
+    return False, torch.float32  # the CPU, and Apple MPS: full precision (mixed precision there is not measured yet)
 
 
 @torch.no_grad()

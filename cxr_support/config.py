@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
+from cxr_support import devices
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +21,7 @@ class Config:
     """Every setting of a run, with where each value came from (notebooks print it first thing)."""
 
     data_dir: Path | None
+    device: str
     quick: bool
     seed: int
     image_size: int
@@ -98,6 +99,7 @@ def _parse_optional_int(text: str) -> int | None:
 
 _ENV = {
     "data_dir": ("CXR_DATA_DIR", _parse_path),
+    "device": ("CXR_DEVICE", devices.check_device_choice),
     "quick": ("CXR_QUICK", _parse_bool),
     "seed": ("CXR_SEED", int),
     "image_size": ("CXR_IMAGE_SIZE", int),
@@ -137,9 +139,13 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
             except ValueError as err:
                 raise ValueError(f"{var}={env[var]!r} is not valid: {err}") from None
             sources[name] = f"env {var}"
-    if "quick" not in values:
-        values["quick"] = not torch.cuda.is_available()
-        sources["quick"] = "auto (no CUDA device)" if values["quick"] else "auto (CUDA device found)"
+    if "device" not in values:
+        values["device"], sources["device"] = "auto", "default"
+    if "quick" not in values:  # quick only when training would run on the CPU
+        accelerator = devices.accelerator_kind() if values["device"] == "auto" else values["device"]
+        accelerator = None if accelerator == "cpu" else accelerator
+        values["quick"] = accelerator is None
+        sources["quick"] = "auto (no accelerator)" if accelerator is None else f"auto ({accelerator} device)"
     defaults = QUICK_DEFAULTS if values["quick"] else FULL_DEFAULTS
     for name, value in {
         **defaults,

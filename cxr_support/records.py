@@ -19,6 +19,7 @@ import torch
 from cxr_support.atomic_files import _write_beside, atomic_write_text
 from cxr_support.config import PROJECT_ROOT
 from cxr_support.dataset import file_list_sha256, warn_skipped
+from cxr_support.devices import device_name
 from cxr_support.pixel_cache import XraySplit
 
 
@@ -58,8 +59,8 @@ def library_versions() -> dict[str, str]:
 def environment_summary(device: torch.device) -> dict[str, Any]:
     """Device name, CPU count and library versions for a run record."""
     info = {"device": str(device), "cpu_count": os.cpu_count(), "platform": platform.platform(), **library_versions()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        info["gpu"] = device_name(device)
     return info
 
 

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
+from cxr_support import devices
 from cxr_support.config import _ENV, FULL_DEFAULTS, PROJECT_ROOT, QUICK_DEFAULTS, Config, load_config
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(Config) if f.name != "sources"]
@@ -29,6 +29,7 @@ def full_env(tmp_path: Path) -> dict[str, str]:
     """An environment that sets every CXR_* variable to a non-default value."""
     return {
         "CXR_DATA_DIR": str(tmp_path / "data"),
+        "CXR_DEVICE": " CPU ",
         "CXR_QUICK": "false",
         "CXR_SEED": "7",
         "CXR_IMAGE_SIZE": "128",
@@ -63,12 +64,12 @@ def test_defaults_and_their_sources(quick_env):
     assert set(config.sources) == set(FIELD_NAMES)
 
 
-def test_quick_is_auto_detected_from_cuda_when_unset():
-    """Without CXR_QUICK, quick mode is on exactly when there is no CUDA device, and the source says so."""
+def test_quick_is_auto_detected_from_the_accelerator_when_unset():
+    """Without CXR_QUICK, quick mode is on exactly when there is no accelerator, and the source says so."""
     config = load_config(environ={})
-    assert config.quick is (not torch.cuda.is_available())
-    expected = "auto (no CUDA device)" if config.quick else "auto (CUDA device found)"
-    assert config.sources["quick"] == expected
+    kind = devices.accelerator_kind()
+    assert config.quick is (kind is None)
+    assert config.sources["quick"] == ("auto (no accelerator)" if kind is None else f"auto ({kind} device)")
 
 
 @pytest.mark.parametrize(
