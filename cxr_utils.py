@@ -125,6 +125,37 @@ def make_transforms(image_size: int, train: bool):
     return T.Compose(steps)
 
 
+def to_model_input(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 grey pixels (N, 1, H, W) to the model's input: float in [0, 1] (01, 'Transforms')."""
+    if pixels.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 pixels, got {pixels.dtype}")
+    return pixels.float().div_(255)
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random small rotation, shift, zoom, brightness and contrast for a whole batch on its device (01, 'Transforms')."""
+    n, _, height, width = images.shape
+    device = images.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return (torch.rand(n, generator=generator, device=device) * (high - low) + low).view(n, 1, 1)
+
+    angle, scale = torch.deg2rad(uniform(-7, 7)), uniform(0.9, 1.1)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    shift_x, shift_y = uniform(-0.1, 0.1), uniform(-0.1, 0.1)
+    # The sampling grid of F.affine_grid, built by broadcasting (several times faster on a CPU).
+    xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=device).view(1, 1, width)
+    ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=device).view(1, height, 1)
+    grid = torch.empty(n, height, width, 2, device=device)
+    torch.add(cos * xs, shift_x - sin * ys, out=grid[..., 0])
+    torch.add(sin * xs, shift_y + cos * ys, out=grid[..., 1])
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    brightness, contrast = uniform(0.8, 1.2).unsqueeze(1), uniform(0.8, 1.2).unsqueeze(1)
+    # brightness then contrast around the image mean, fused: x*b*c + mean(x*b)*(1-c)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True) * brightness
+    return torch.addcmul(mean * (1 - contrast), out, brightness * contrast).clamp_(0, 1)
+
+
 def decode_label(label_number: int) -> str:
     """Turn a label number (0 or 1) into its class name, as in the blog post (01, 'One image')."""
     return CLASS_NAMES[int(label_number)]
@@ -208,8 +239,7 @@ class DeviceDataLoader:
     """Wrap a DataLoader so that every batch arrives on ``device`` (02, 'The device')."""
 
     def __init__(self, dl: Iterable, device: torch.device):
-        self.dl = dl
-        self.device = device
+        self.dl, self.device = dl, device
 
     def __iter__(self) -> Iterator:
         for batch in self.dl:
@@ -227,37 +257,6 @@ def make_classic_loader(
     loader = torch.utils.data.DataLoader(files, batch_size=batch_size, shuffle=train, num_workers=workers,
                                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     return DeviceDataLoader(loader, device)
-
-
-def to_model_input(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 grey pixels (N, 1, H, W) to the model's input: float in [0, 1] (02, 'The input pipeline')."""
-    if pixels.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 pixels, got {pixels.dtype}")
-    return pixels.float().div_(255)
-
-
-def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random small rotation, shift, zoom, brightness and contrast for a whole batch on its device (02, 'The input pipeline')."""
-    n, _, height, width = images.shape
-    device = images.device
-
-    def uniform(low: float, high: float) -> torch.Tensor:
-        return (torch.rand(n, generator=generator, device=device) * (high - low) + low).view(n, 1, 1)
-
-    angle, scale = torch.deg2rad(uniform(-7, 7)), uniform(0.9, 1.1)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    shift_x, shift_y = uniform(-0.1, 0.1), uniform(-0.1, 0.1)
-    # The sampling grid of F.affine_grid, built by broadcasting (several times faster on a CPU).
-    xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=device).view(1, 1, width)
-    ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=device).view(1, height, 1)
-    grid = torch.empty(n, height, width, 2, device=device)
-    torch.add(cos * xs, shift_x - sin * ys, out=grid[..., 0])
-    torch.add(sin * xs, shift_y + cos * ys, out=grid[..., 1])
-    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    brightness, contrast = uniform(0.8, 1.2).unsqueeze(1), uniform(0.8, 1.2).unsqueeze(1)
-    # brightness then contrast around the image mean, fused: x*b*c + mean(x*b)*(1-c)
-    mean = out.mean(dim=(1, 2, 3), keepdim=True) * brightness
-    return torch.addcmul(mean * (1 - contrast), out, brightness * contrast).clamp_(0, 1)
 
 
 class CachedBatchLoader:
@@ -555,8 +554,7 @@ def choose_threshold(labels, probs, method: str = "youden", min_sensitivity: flo
 
 def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
     """Accuracy, sensitivity, specificity, precision, F1, ROC AUC and the confusion matrix; NaN where undefined (03, 'Metrics')."""
-    y = np.asarray(labels).astype(int)
-    p = np.asarray(probs, dtype=float)
+    y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
     pred = (p >= threshold).astype(int)
     tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
     nan = float("nan")
@@ -576,21 +574,19 @@ def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | 
 METRIC_NAMES = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
 
 
-def bootstrap_ci(
-    labels: Sequence[int] | np.ndarray,
-    probs: Sequence[float] | np.ndarray,
-    threshold: float = 0.5,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap confidence intervals for each metric of ``binary_metrics`` (03, 'Metrics')."""
-    y = np.asarray(labels).astype(int)
-    p = np.asarray(probs, dtype=float)
+def bootstrap_ci(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 groups: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals for each metric; with ``groups`` whole patients are resampled (03, 'Metrics')."""
+    y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
+    keys = range(len(y)) if groups is None else list(groups)  # one key per image: its patient, or itself
+    members: dict[Any, list[int]] = defaultdict(list)
+    for index, key in enumerate(keys):
+        members[key].append(index)
+    clusters = [np.array(m) for m in members.values()]  # in order of first appearance
     rng = np.random.default_rng(seed)
     samples = {name: [] for name in METRIC_NAMES}
     for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
+        idx = np.concatenate([clusters[c] for c in rng.integers(0, len(clusters), len(clusters))])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = binary_metrics(y[idx], p[idx], threshold)
@@ -605,11 +601,24 @@ def bootstrap_ci(
     return out
 
 
-def metrics_with_ci(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """``binary_metrics`` plus a ``ci`` entry of 95% bootstrap intervals (03, 'Metrics')."""
+def metrics_with_ci(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0, groups: Sequence[str] | None = None) -> dict[str, Any]:
+    """``binary_metrics`` plus a ``ci`` entry of 95% bootstrap intervals, by patient when ``groups`` is given (03, 'Metrics')."""
     result = binary_metrics(labels, probs, threshold)
-    result["ci"] = {k: list(v) for k, v in bootstrap_ci(labels, probs, threshold, n_boot, seed).items()}
+    result["ci"] = {k: list(v) for k, v in bootstrap_ci(labels, probs, threshold, n_boot, seed, groups=groups).items()}
+    result["ci_resamples"] = "patients" if groups is not None else "images"
     return result
+
+
+def calibration(labels, probs, n_bins: int = 10) -> dict[str, Any]:
+    """Brier score, expected calibration error and the reliability curve of predicted probabilities (03, 'Calibration')."""
+    from sklearn.calibration import calibration_curve
+
+    y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)  # equal-width bins, as calibration_curve uses
+    ece = sum((bins == b).mean() * abs(y[bins == b].mean() - p[bins == b].mean()) for b in np.unique(bins))
+    fraction_positive, mean_predicted = calibration_curve(y, p, n_bins=n_bins)
+    return {"brier": float(skm.brier_score_loss(y, p)), "ece": float(ece), "n": len(y),
+            "mean_predicted": mean_predicted.tolist(), "fraction_positive": fraction_positive.tolist()}
 
 
 def gradcam(model: PneumoniaCnnModel, images: torch.Tensor, target_class: int = 1) -> np.ndarray:
@@ -653,47 +662,35 @@ def jovian_payload(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     hp = record.get("hyperparams", {})
     best = best_epoch(record.get("history") or []) or {}  # the epoch whose weights fit kept
     test = (record.get("test") or {}).get("chosen_threshold") or {}
-    hyperparams = {
-        "arch": hp.get("arch"),
-        "epochs": hp.get("epochs"),
-        "lr": hp.get("max_lr"),
-        "scheduler": hp.get("scheduler"),
-        "weight_decay": hp.get("weight_decay"),
-        "grad_clip": hp.get("grad_clip"),
-        "opt": hp.get("opt"),
-    }
-    metrics = {
-        "train_loss": best.get("train_loss"),
-        "val_loss": best.get("val_loss"),
-        "val_accuracy": best.get("val_acc"),
-        "test_accuracy": test.get("accuracy"),
-        "test_sensitivity": test.get("sensitivity"),
-        "test_specificity": test.get("specificity"),
-        "test_roc_auc": test.get("roc_auc"),
-        "threshold": test.get("threshold"),
-    }
+    hyperparams = {"arch": hp.get("arch"), "epochs": hp.get("epochs"), "lr": hp.get("max_lr"), "scheduler": hp.get("scheduler"),
+                   "weight_decay": hp.get("weight_decay"), "grad_clip": hp.get("grad_clip"), "opt": hp.get("opt")}
+    metrics = {"train_loss": best.get("train_loss"), "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_acc"),
+               "test_accuracy": test.get("accuracy"), "test_sensitivity": test.get("sensitivity"),
+               "test_specificity": test.get("specificity"), "test_roc_auc": test.get("roc_auc"), "threshold": test.get("threshold")}
     return {"hyperparams": hyperparams, "metrics": metrics}
 
 
-def log_to_jovian(record: dict[str, Any], project: str, outputs: Sequence[Path] = (), commit: bool = True, timeout_s: float = 5.0) -> dict[str, Any]:
+def log_to_jovian(record: dict[str, Any], project: str, outputs: Sequence[Path] = (), commit: bool = True, timeout_s: float = 5.0, upload_timeout_s: float = 120.0) -> dict[str, Any]:
     """Log a run with the blog post's three Jovian calls, only when Jovian is configured and reachable (04, 'Logging to Jovian')."""
     payload = jovian_payload(record)
-    ready, reason = jovian_transport.jovian_status(timeout_s)
+    ready, reason = jovian_transport.jovian_status(timeout_s)  # at most timeout_s seconds, whatever the server does
     print(reason)
     if not ready:
         print("Not logged to Jovian. This is what would have been logged:")
         print(json.dumps(payload, indent=1))
         print("To enable: `jovian configure` (stores your API key in ~/.jovian/credentials.json), then re-run.")
         return {"logged": False, "reason": reason, "payload": payload}
-    try:
-        import jovian
 
+    def upload() -> None:  # the blog post's three calls
+        import jovian
         jovian.log_hyperparams(payload["hyperparams"])
         jovian.log_metrics(payload["metrics"])
         if commit:
             jovian.commit(project=project, environment=None, outputs=[str(p) for p in outputs])
-    except Exception as err:  # the upload is optional: report, keep going
-        message = f"Jovian upload failed ({type(err).__name__}); the local record is intact."
+
+    failure = jovian_transport.run_with_deadline(upload, upload_timeout_s)  # the client's uploads have no timeout
+    if failure:  # the upload is optional: report, keep going
+        message = f"Jovian upload failed ({failure}); the local record is intact."
         print(message)
         return {"logged": False, "reason": message, "payload": payload}
     return {"logged": True, "reason": reason, "payload": payload}

@@ -29,12 +29,14 @@ from cxr_utils import (
     CachedBatchLoader,
     PneumoniaCnnModel,
     binary_metrics,
+    calibration,
     choose_threshold,
     class_balance_pos_weight,
     evaluate,
     fit,
     get_default_device,
     metrics_with_ci,
+    patient_id,
     predict_dl,
     prepare_data,
     resolve_train_mode,
@@ -81,16 +83,26 @@ def train(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict
 
     val_probs, val_labels = predict_dl(val_dl, model)
     test_probs, test_labels = predict_dl(test_dl, model)
+    patients = [patient_id(path) for path in splits["test"].paths]  # intervals resample patients, not images
     youden = choose_threshold(val_labels.numpy(), val_probs.numpy(), "youden")
     named = {
-        "test, threshold 0.5": metrics_with_ci(test_labels.numpy(), test_probs.numpy(), 0.5, seed=args.seed),
-        f"test, threshold {youden:.3f} (Youden on val)": metrics_with_ci(test_labels.numpy(), test_probs.numpy(), youden, seed=args.seed),
+        "test, threshold 0.5": metrics_with_ci(test_labels.numpy(), test_probs.numpy(), 0.5, seed=args.seed, groups=patients),
+        f"test, threshold {youden:.3f} (Youden on val)": metrics_with_ci(test_labels.numpy(), test_probs.numpy(), youden, seed=args.seed,
+                                                                          groups=patients),
         "val, threshold 0.5": binary_metrics(val_labels.numpy(), val_probs.numpy(), 0.5),
     }
-    print(Table(metrics_table(named, METRICS)))  # test rows with 95 % bootstrap intervals (1,000 resamples)
+    print(f"test: {len(patients)} images of {len(set(patients))} patients; intervals: 95 %, 1,000 bootstrap resamples of patients")
+    print(Table(metrics_table(named, METRICS)))
+    per_image = metrics_with_ci(test_labels.numpy(), test_probs.numpy(), 0.5, seed=args.seed)
+    print("the same at threshold 0.5 with intervals that resample images (too narrow: films of one child are not independent):")
+    print(Table(metrics_table({"test, threshold 0.5, per-image intervals": per_image}, METRICS)))
+    calibrations = {"validation": calibration(val_labels, val_probs), "test": calibration(test_labels, test_probs)}
+    print(Table([{"split": name, "images": c["n"], "Brier score": c["brier"], "ECE": c["ece"]} for name, c in calibrations.items()]))
     for name, result in named.items():
         print(f"confusion matrix [[TN, FP], [FN, TP]], {name}: {result['confusion_matrix']}")
     return {
+        "calibration": calibrations,
+        "per_image_intervals_threshold_0.5": per_image["ci"],
         "data_s": data_s,
         "fit_s": fit_s,
         "split_sizes": {name: len(split) for name, split in splits.items()},

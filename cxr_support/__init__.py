@@ -13,7 +13,7 @@ concern:
 - ``checkpoints``: writing and reading checkpoint files safely;
 - ``weights``: loading the ImageNet weights, loudly falling back when offline;
 - ``records``: one JSON record per run;
-- ``jovian_transport``: checking that Jovian is configured and reachable;
+- ``jovian_transport``: checking that Jovian is configured and reachable, every call within a deadline;
 - ``plots`` and ``tables``: the figures and tables of the notebooks.
 
 Imports go one way: ``cxr_utils`` uses this package; nothing here imports ``cxr_utils``.

@@ -6,13 +6,14 @@ refuses files that carry arbitrary Python objects instead of running them.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cxr_support.atomic_files import atomic_torch_save
+from cxr_support.atomic_files import create_exclusive
 from cxr_support.records import library_versions, now_iso
 
 CHECKPOINT_FORMAT = 1
@@ -32,7 +33,7 @@ class CheckpointError(RuntimeError):
 def latest_checkpoint(run_dir: Path) -> Path:
     """The newest checkpoint in the run dir, or a clear error naming the notebook that makes one."""
     folder = Path(run_dir) / "checkpoints"
-    found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    found = sorted(folder.glob("*.pt"), key=lambda p: (p.stat().st_mtime_ns, p.name)) if folder.is_dir() else []
     if not found:
         raise CheckpointError(f"No checkpoint in {folder}. Run notebooks/02_training_on_gpu.ipynb first (it trains and saves one).")
     return found[-1]
@@ -42,13 +43,30 @@ def write_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], metadata: 
     """Write ``{"metadata", "state_dict"}`` atomically; adds the file format, library versions and the time.
 
     ``metadata`` must hold plain values (str, int, float, bool, lists, dicts), so that
-    ``weights_only`` loading accepts them.
+    ``weights_only`` loading accepts them. A checkpoint of another run (another ``run_id``)
+    is never replaced, so a run record never points at weights that a later run wrote.
     """
     meta = {"format": CHECKPOINT_FORMAT, "versions": library_versions(), "saved_at": now_iso(), **metadata}
     meta = json.loads(json.dumps(meta))  # plain values only
     state = {k: v.detach().cpu() for k, v in state_dict.items()}
-    atomic_torch_save({"metadata": meta, "state_dict": state}, Path(path))
-    return Path(path)
+    buffer = io.BytesIO()
+    torch.save({"metadata": meta, "state_dict": state}, buffer)
+    path = Path(path)
+    if not create_exclusive(path, buffer.getvalue(), replace_if=lambda p: saved_run_id(p) == meta.get("run_id")):
+        raise CheckpointError(
+            f"{path} holds the checkpoint of run {saved_run_id(path)!r}; refusing to replace it with run "
+            f"{meta.get('run_id')!r}'s, since that run's record points at it. Save under a new run id (records.new_run_id())."
+        )
+    return path
+
+
+def saved_run_id(path: Path) -> str | None:
+    """The ``run_id`` in a checkpoint's metadata, or None when the file has none or cannot be read."""
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("metadata")
+    except Exception:  # damaged, not a zip checkpoint, or not ours
+        return None
+    return meta.get("run_id") if isinstance(meta, dict) else None
 
 
 def read_checkpoint(path: Path, architecture: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -7,7 +7,10 @@ defaults, and remembers where each value came from; ``Config.show`` prints it as
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,20 @@ def _parse_path(text: str) -> Path:
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
 
+def _parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+def _parse_float(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number such as 3e-4, got {text!r}") from None
+
+
 def _parse_optional_int(text: str) -> int | None:
     if text.strip().lower() in {"", "none", "all"}:
         return None
@@ -101,11 +118,11 @@ _ENV = {
     "data_dir": ("CXR_DATA_DIR", _parse_path),
     "device": ("CXR_DEVICE", devices.check_device_choice),
     "quick": ("CXR_QUICK", _parse_bool),
-    "seed": ("CXR_SEED", int),
-    "image_size": ("CXR_IMAGE_SIZE", int),
-    "batch_size": ("CXR_BATCH_SIZE", int),
-    "epochs": ("CXR_EPOCHS", int),
-    "max_lr": ("CXR_MAX_LR", float),
+    "seed": ("CXR_SEED", _parse_int),
+    "image_size": ("CXR_IMAGE_SIZE", _parse_int),
+    "batch_size": ("CXR_BATCH_SIZE", _parse_int),
+    "epochs": ("CXR_EPOCHS", _parse_int),
+    "max_lr": ("CXR_MAX_LR", _parse_float),
     "pretrained": ("CXR_PRETRAINED", _parse_choice("auto", "1", "0")),
     "train_mode": ("CXR_TRAIN_MODE", _parse_choice("auto", "finetune", "feature_extractor")),
     "max_images": ("CXR_MAX_IMAGES", _parse_optional_int),
@@ -159,9 +176,83 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
         if name not in values:
             values[name] = value
             sources[name] = ("quick default" if values["quick"] else "full default") if name in defaults else "default"
-    for name in ("image_size", "batch_size", "epochs"):
-        if values[name] < 1:
-            raise ValueError(f"{_ENV[name][0]} must be a positive integer, got {values[name]}")
-    if values["image_size"] < 32:
-        raise ValueError(f"CXR_IMAGE_SIZE must be at least 32 for a ResNet50, got {values['image_size']}")
+    check_settings(values, sources)  # every value, wherever it came from: ranges, types, a writable run dir
     return Config(**values, sources=sources)
+
+
+# ----------------------------------------------------------------------------- validation
+
+INT_RANGES = {  # whole-number settings: inclusive range, and what the number counts
+    "seed": (0, 2**32 - 1, ""),
+    "image_size": (32, 1024, " pixels per side (32 is the smallest a ResNet50 takes)"),
+    "batch_size": (1, 4096, " images"),
+    "epochs": (1, 1000, ""),
+    "max_images": (1, 10_000_000, " images per split, or 'all'"),
+}
+MAX_LR_LIMIT = 1.0
+
+
+def _invalid(name: str, value: Any, allowed: str, sources: dict[str, str]) -> ValueError:
+    """A one-line error naming the variable, the value, where it came from if a notebook set it, and what is allowed."""
+    via = " (set by a notebook parameter)" if sources.get(name) == "notebook parameter" else ""
+    shown = str(value) if isinstance(value, Path) else repr(value)
+    return ValueError(f"{_ENV[name][0]}={shown}{via} is not allowed: {allowed}.")
+
+
+def check_settings(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """Check every setting's type and range, in place (normalising e.g. 1 to True); raise one-line ValueErrors."""
+    quick = values["quick"]
+    if not (isinstance(quick, bool) or (isinstance(quick, numbers.Integral) and quick in (0, 1))):
+        raise _invalid("quick", quick, "1/0/true/false", sources)
+    values["quick"] = bool(quick)
+    for name, (low, high, unit) in INT_RANGES.items():
+        value = values[name]
+        if name == "max_images" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+            raise _invalid(name, value, f"a whole number from {low} to {high}{unit}", sources)
+        values[name] = int(value)
+    lr = values["max_lr"]
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and 0 < lr <= MAX_LR_LIMIT):
+        raise _invalid("max_lr", lr, f"a finite number above 0 and at most {MAX_LR_LIMIT:g} (defaults: 3e-4, quick mode 2e-3)", sources)
+    values["max_lr"] = float(lr)
+    for name in ("pretrained", "train_mode"):
+        try:
+            values[name] = _ENV[name][1](str(values[name]))
+        except ValueError as err:
+            raise _invalid(name, values[name], str(err).split(", got")[0], sources) from None
+    _check_paths(values, sources)
+
+
+def _check_paths(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """Paths as absolute Paths; the data dir not a file, the weights file not a folder, the run dir writable."""
+    for name in ("data_dir", "weights_file", "run_dir"):
+        value = values[name]
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise _invalid(name, value, "a path", sources)
+        values[name] = None if value is None else _parse_path(os.fspath(value))
+    if values["data_dir"] is not None and values["data_dir"].exists() and not values["data_dir"].is_dir():
+        raise _invalid("data_dir", values["data_dir"], "a folder (the unpacked chest_xray folder), not a file", sources)
+    if values["weights_file"] is not None and values["weights_file"].is_dir():
+        raise _invalid("weights_file", values["weights_file"], "a file (torchvision's resnet50-11ad3fa6.pth), not a folder", sources)
+    problem = run_dir_problem(values["run_dir"])
+    if problem:
+        raise _invalid("run_dir", values["run_dir"], f"a folder you can write to (made if missing), but {problem}", sources)
+
+
+def run_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be the run dir (it is a file, cannot be created or is not writable), or None; writes nothing."""
+    existing = path
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent  # the nearest existing folder above: the run dir would be made inside it
+    if not existing.is_dir():
+        if existing == path:
+            return "it is a file" if path.is_file() else "it is a broken link or not a folder"
+        return f"it cannot be created: {existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        where = "it is" if existing == path else f"it cannot be created: {existing} is"
+        return f"{where} not writable ({err.strerror or err})"
+    return None

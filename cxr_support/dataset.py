@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from cxr_support.atomic_files import atomic_write_text
+from cxr_support.atomic_files import atomic_write_text, remove_stale_temporaries
 from cxr_support.config import PROJECT_ROOT
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
@@ -27,6 +28,11 @@ KAGGLE_MOUNT = Path("/kaggle/input/chest-xray-pneumonia/chest_xray")
 
 class DataError(Exception):
     """A problem with the dataset folder; the message names the path and the fix."""
+
+
+def display_path(path: Path | str) -> str:
+    """A path as printable text, also when its name is not valid UTF-8 (such bytes show as \\xNN)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _looks_like_root(path: Path) -> bool:
@@ -147,7 +153,7 @@ def list_split(root: Path, split: str) -> tuple[list[tuple[Path, int]], list[tup
 def warn_skipped(skipped: Sequence[tuple[Path | str, str]], what: str = "files") -> None:
     """Warn once, listing every skipped file with its reason."""
     if skipped:
-        lines = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:50])
+        lines = "\n".join(f"  {display_path(path)}: {reason}" for path, reason in skipped[:50])
         more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
         warnings.warn(f"Skipped {len(skipped)} {what}:\n{lines}{more}", stacklevel=2)
 
@@ -156,7 +162,7 @@ def file_list_sha256(paths: Iterable[Path], root: Path) -> str:
     """SHA-256 of a list of file paths relative to ``root``: changes when any file is added, removed or renamed."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(str(Path(path).relative_to(root)).encode() + b"\0")
+        digest.update(os.fsencode(Path(path).relative_to(root)) + b"\0")  # the file system's bytes: any name works
     return digest.hexdigest()
 
 
@@ -170,14 +176,14 @@ def load_or_make_split(
 ) -> tuple[list[int], list[int]]:
     """Reuse the split saved in the run dir for this file list and seed, or make it with ``make_split`` and save it."""
     path = Path(run_dir) / f"split-seed{seed}.json"
+    remove_stale_temporaries(Path(run_dir))  # e.g. a split file's, left by a process killed while writing it
     fingerprint = file_list_sha256((p for p, _ in samples), root)[:16]
     rel = [str(Path(p).relative_to(root)) for p, _ in samples]
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("fingerprint") == fingerprint and saved.get("val_fraction") == val_fraction:
-            val_set = set(saved["val"])
-            val = [i for i, r in enumerate(rel) if r in val_set]
-            return [i for i, r in enumerate(rel) if r not in val_set], val
+    saved = _read_saved_split(path)
+    if saved.get("fingerprint") == fingerprint and saved.get("val_fraction") == val_fraction:
+        val_set = set(saved["val"])
+        val = [i for i, r in enumerate(rel) if r in val_set]
+        return [i for i, r in enumerate(rel) if r not in val_set], val
     train_idx, val_idx = make_split(samples, val_fraction, seed)
     record = {
         "seed": seed,
@@ -187,8 +193,24 @@ def load_or_make_split(
         "val": [rel[i] for i in val_idx],
         "train": [rel[i] for i in train_idx],
     }
-    atomic_write_text(path, json.dumps(record, indent=1))
+    try:
+        atomic_write_text(path, json.dumps(record, indent=1))  # JSON escapes names that are not UTF-8: they round-trip
+    except OSError as err:  # the split is recomputed identically from the seed: saving it is a convenience
+        warnings.warn(f"{err}. Carrying on with the split in memory; it is made again, identically, next time.", stacklevel=2)
     return train_idx, val_idx
+
+
+def _read_saved_split(path: Path) -> dict:
+    """A saved split file's content, or {} when it is missing or damaged (it is then made again)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        warnings.warn(f"Ignoring unreadable split file {path} ({err}); making the split again.", stacklevel=3)
+        return {}
+    valid = isinstance(saved, dict) and isinstance(saved.get("val"), list) and all(isinstance(v, str) for v in saved["val"])
+    return saved if valid else {}
 
 
 def stratified_subset(samples: Sequence[tuple[Path, int]], indices: list[int], cap: int | None, seed: int) -> list[int]:

@@ -1,7 +1,8 @@
 """Support code: decode every image once into a uint8 tensor, cached on disk in the run dir (lessons need not read this).
 
 The cache file's name is a hash of the paths, their sizes and modification times and the
-image size, so any change rebuilds it; a damaged cache is rebuilt, never trusted.
+image size, so any change rebuilds it; a damaged cache is rebuilt, never trusted. The cache
+is only a speed-up: when it cannot be written (disk full, quota) the run warns and goes on.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr_support.atomic_files import atomic_torch_save
+from cxr_support.atomic_files import atomic_torch_save, remove_stale_temporaries
 from cxr_support.dataset import CLASS_NAMES, DataError, warn_skipped
 from cxr_support.images import decode_resized
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: EXIF orientation, float images scaled by their range
 
 
 @dataclasses.dataclass
@@ -92,7 +93,7 @@ def _cache_key(paths: Sequence[Path], image_size: int) -> str:
     digest = hashlib.sha256(f"format{CACHE_FORMAT}-size{image_size}".encode())
     for path in paths:
         stat = Path(path).stat()
-        digest.update(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        digest.update(os.fsencode(Path(path).resolve()) + f"|{stat.st_size}|{stat.st_mtime_ns}\n".encode())  # any file name
     return digest.hexdigest()[:20]
 
 
@@ -108,6 +109,8 @@ def load_pixels(
     paths = [Path(p) for p, _ in samples]
     labels = [int(label) for _, label in samples]
     cache_path = Path(cache_dir) / f"{name}-{_cache_key(paths, image_size)}.pt" if cache_dir else None
+    if cache_dir is not None:
+        remove_stale_temporaries(Path(cache_dir))  # left by a process killed while it wrote a cache file
     if cache_path is not None and cache_path.exists():
         try:
             saved = torch.load(cache_path, weights_only=True)
@@ -136,13 +139,25 @@ def load_pixels(
     )
     warn_skipped(skipped, f"unreadable images in {name}")
     if cache_path is not None:
-        payload = {
-            "pixels": split.pixels,
-            "labels": split.labels,
-            "paths": [str(p) for p in split.paths],
-            "original_sizes": [list(s) for s in sizes],
-            "original_modes": modes,
-            "skipped": [list(s) for s in skipped],
-        }
-        atomic_torch_save(payload, cache_path)
+        _save_cache(split, cache_path)
     return split
+
+
+def _save_cache(split: XraySplit, cache_path: Path) -> None:
+    """Write the cache file; on failure (disk full, quota, read-only) warn and go on: the pixels are in memory."""
+    payload = {
+        "pixels": split.pixels,
+        "labels": split.labels,
+        "paths": [str(p) for p in split.paths],
+        "original_sizes": [list(s) for s in split.original_sizes],
+        "original_modes": split.original_modes,
+        "skipped": [list(s) for s in split.skipped],
+    }
+    try:
+        atomic_torch_save(payload, cache_path)
+    except OSError as err:
+        warnings.warn(
+            f"Could not save the pixel cache {cache_path} ({err}). Carrying on with the pixels in memory; "
+            "the next run decodes the images again. Free some disk space or set CXR_RUN_DIR to a folder with room.",
+            stacklevel=3,
+        )

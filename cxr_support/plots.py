@@ -39,16 +39,12 @@ def plot_image_sizes(split: XraySplit) -> None:
     ax.legend()
 
 
-def show_augmentations(image: Image.Image, eval_transform, train_transform, n: int = 8, seed: int = 0) -> None:
-    """The same image through the evaluation transform once and the training transform ``n`` times."""
-    torch.manual_seed(seed)
-    fig, axes = plt.subplots(1, n + 1, figsize=(2 * (n + 1), 2.3))
-    axes[0].imshow(eval_transform(image)[0], cmap="gray", vmin=0, vmax=1)
-    axes[0].set_title("original", fontsize=9)
-    for ax in axes[1:]:
-        ax.imshow(train_transform(image)[0], cmap="gray", vmin=0, vmax=1)
-        ax.set_title("augmented", fontsize=9)
-    for ax in axes:
+def show_augmentations(original: torch.Tensor, augmented: torch.Tensor) -> None:
+    """One image (1 x H x W, in [0, 1]) beside augmented versions of it (N x 1 x H x W)."""
+    fig, axes = plt.subplots(1, len(augmented) + 1, figsize=(2 * (len(augmented) + 1), 2.3))
+    for ax, image, title in zip(axes, [original, *augmented], ["original"] + ["augmented"] * len(augmented)):
+        ax.imshow(image[0].float().cpu(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
         ax.axis("off")
 
 
@@ -191,6 +187,17 @@ def show_heatmaps(images: torch.Tensor, heatmaps: np.ndarray, titles: Sequence[s
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
+
+
+def plot_reliability(named: dict[str, dict[str, Any]]) -> None:
+    """Reliability diagrams: observed PNEUMONIA rate against mean predicted probability, one line per named result."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([0, 1], [0, 1], "k--", label="perfectly calibrated")
+    for name, c in named.items():  # c comes from calibration(labels, probs)
+        ax.plot(c["mean_predicted"], c["fraction_positive"], "-o", label=f"{name} (ECE {c['ece']:.3f}, Brier {c['brier']:.3f})")
+    ax.set(xlabel="mean predicted probability of PNEUMONIA", ylabel="fraction that is PNEUMONIA", xlim=(0, 1), ylim=(0, 1),
+           title="Reliability diagram")
+    ax.legend(fontsize=8, loc="upper left")
 
 
 def plot_run_curves(records: Sequence[dict[str, Any]]) -> None:

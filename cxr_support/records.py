@@ -7,7 +7,7 @@ import json
 import math
 import os
 import platform
-import random
+import secrets
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,16 +16,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxr_support.atomic_files import _write_beside, atomic_write_text
+from cxr_support.atomic_files import atomic_write_text, create_exclusive, locked_file
 from cxr_support.config import PROJECT_ROOT
 from cxr_support.dataset import file_list_sha256, warn_skipped
 from cxr_support.devices import device_name
 from cxr_support.pixel_cache import XraySplit
 
+RUN_ID_PATTERN = r"\d{8}-\d{6}-\d{6}-[0-9a-f]{12}"
+
 
 def new_run_id() -> str:
-    """A sortable, unique id for a run: UTC time plus a random suffix."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{random.SystemRandom().randrange(16**4):04x}"
+    """A unique id that sorts by time: UTC ``YYYYmmdd-HHMMSS-microseconds-<48 random bits>``."""
+    # Runs that end in the same second still sort by the microsecond; the random part keeps processes apart
+    # (20,000 ids made in the same microsecond would collide with odds below 1e-6).
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f") + "-" + secrets.token_hex(6)
 
 
 def now_iso() -> str:
@@ -77,13 +81,8 @@ def dataset_summary(root: Path, synthetic: bool, splits: dict[str, XraySplit]) -
 def create_record(run_dir: Path, record: dict[str, Any]) -> Path:
     """Write a new run record ``records/<run_id>.json``; refuses to overwrite an existing one."""
     path = Path(run_dir) / "records" / f"{record['run_id']}.json"
-    tmp = _write_beside(path, json.dumps(record, indent=1, default=str).encode("utf-8"))
-    try:
-        os.link(tmp, path)  # fails if the record exists: an earlier run is never overwritten
-    except FileExistsError:
-        raise FileExistsError(f"A run record already exists at {path}; records are never overwritten.") from None
-    finally:
-        os.unlink(tmp)
+    if not create_exclusive(path, json.dumps(record, indent=1, default=str).encode("utf-8")):
+        raise FileExistsError(f"A run record already exists at {path}; records are never overwritten.")
     return path
 
 
@@ -93,17 +92,18 @@ def read_record(path: Path) -> dict[str, Any]:
 
 
 def update_record(path: Path, **sections: Any) -> dict[str, Any]:
-    """Add or replace top-level sections of this run's own record, atomically."""
-    record = read_record(path)
-    record.update(sections)
-    atomic_write_text(Path(path), json.dumps(record, indent=1, default=str))
+    """Add or replace top-level sections of this run's own record, atomically; concurrent updates take turns."""
+    with locked_file(Path(path)):  # without it, two updates that read the same record lose one's sections
+        record = read_record(path)
+        record.update(sections)
+        atomic_write_text(Path(path), json.dumps(record, indent=1, default=str))
     return record
 
 
 def list_records(run_dir: Path) -> list[dict[str, Any]]:
-    """Every readable run record in the run dir, oldest first; unreadable ones are skipped with a warning."""
+    """Every readable run record in the run dir, oldest first (by run id); unreadable ones are skipped with a warning."""
     records, skipped = [], []
-    for path in sorted((Path(run_dir) / "records").glob("*.json")):
+    for path in sorted((Path(run_dir) / "records").glob("*.json"), key=lambda p: p.name):
         try:
             records.append(read_record(path))
         except (OSError, ValueError) as err:  # ValueError covers bad JSON and bad UTF-8

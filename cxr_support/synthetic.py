@@ -6,6 +6,7 @@ nothing about real X-rays.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from cxr_support.atomic_files import owner_tag, remove_stale_temporaries
 from cxr_support.dataset import CLASS_NAMES
 
 SYNTHETIC_VERSION = 1
@@ -115,15 +117,17 @@ def make_synthetic_dataset(out_dir: Path, seed: int = 42, counts: dict[str, tupl
 
     Patients have 1 to 3 images (Kaggle file names),
     sizes vary from 300 px to over 1000 px a side, and a few files are saved as RGB.
+    Safe when several processes ask at once: each builds beside the target and renames its
+    copy into place; whoever comes second uses the sample already there, never deleting it.
     """
     counts = counts or SYNTHETIC_COUNTS
     root = Path(out_dir) / f"seed{seed}" / "chest_xray"
     stamp = {"generator_version": SYNTHETIC_VERSION, "seed": seed, "counts": {k: list(v) for k, v in counts.items()}}
-    stamp_path = root / "SYNTHETIC.json"
-    if stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
+    remove_stale_temporaries(Path(out_dir))  # folders left by a process killed while it built a sample
+    if _is_complete(root, stamp):
         return root
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=out_dir))  # same disk, so the rename is atomic
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".synthetic-{owner_tag()}-", dir=out_dir))  # same disk: the rename is atomic
     try:
         for split_index, (split, patients_per_class) in enumerate(counts.items()):
             for label, n_patients in enumerate(patients_per_class):
@@ -132,13 +136,43 @@ def make_synthetic_dataset(out_dir: Path, seed: int = 42, counts: dict[str, tupl
                 for patient in range(1, n_patients + 1):
                     _write_synthetic_patient(folder, np.random.default_rng([seed, split_index, label, patient]), label, patient)
         (tmp_root / "SYNTHETIC.json").write_text(json.dumps(stamp))
-        if root.exists():
-            shutil.rmtree(root)  # an older generated sample of ours, inside the run dir
-        root.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_root, root)
+        _publish(tmp_root, root, stamp)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return root
+
+
+def _is_complete(root: Path, stamp: dict) -> bool:
+    """True when ``root`` holds a finished sample made with these settings (its stamp is written last)."""
+    try:
+        return json.loads((root / "SYNTHETIC.json").read_text()) == stamp
+    except (OSError, ValueError):
+        return False
+
+
+def _publish(tmp_root: Path, root: Path, stamp: dict) -> None:
+    """Rename a finished sample into place; keep a complete one already there (another process may read it)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    error: OSError | None = None
+    for _ in range(5):
+        try:
+            os.rename(tmp_root, root)  # fails while root exists and is not empty
+            return
+        except OSError as err:
+            error = err
+        if _is_complete(root, stamp):
+            return  # another process finished first: use its sample, discard ours
+        if os.path.lexists(root):
+            _move_aside(root)  # an outdated sample of ours, never the current one
+    raise OSError(f"Could not put the synthetic sample in place at {root} ({error}). Delete that folder and run again.") from error
+
+
+def _move_aside(root: Path) -> None:
+    """Rename an outdated sample out of the way, then delete it."""
+    aside = Path(tempfile.mkdtemp(prefix=f".synthetic-old-{owner_tag()}-", dir=root.parent.parent))
+    with contextlib.suppress(FileNotFoundError):  # someone else moved it already
+        os.rename(root, aside / "chest_xray")
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _write_synthetic_patient(folder: Path, rng: np.random.Generator, label: int, patient: int) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from cxr_support import devices
 from cxr_support.config import _ENV, FULL_DEFAULTS, PROJECT_ROOT, QUICK_DEFAULTS, Config, load_config
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(Config) if f.name != "sources"]
@@ -62,14 +61,6 @@ def test_defaults_and_their_sources(quick_env):
     for name in QUICK_DEFAULTS:
         assert config.sources[name] == "quick default", name
     assert set(config.sources) == set(FIELD_NAMES)
-
-
-def test_quick_is_auto_detected_from_the_accelerator_when_unset():
-    """Without CXR_QUICK, quick mode is on exactly when there is no accelerator, and the source says so."""
-    config = load_config(environ={})
-    kind = devices.accelerator_kind()
-    assert config.quick is (kind is None)
-    assert config.sources["quick"] == ("auto (no accelerator)" if kind is None else f"auto ({kind} device)")
 
 
 @pytest.mark.parametrize(

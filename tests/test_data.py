@@ -444,9 +444,8 @@ def test_stratified_subset_keeps_class_proportions():
     samples = _labelled(30, 90)
     indices = list(range(0, 120))
     kept = stratified_subset(samples, indices, cap=40, seed=0)
-    assert len(kept) <= 40 and len(set(kept)) == len(kept) and set(kept) <= set(indices)
-    counts = Counter(samples[i][1] for i in kept)
-    assert abs(counts[0] - 10) <= 1 and abs(counts[1] - 30) <= 1
+    assert len(kept) == 40 and len(set(kept)) == 40 and set(kept) <= set(indices)
+    assert Counter(samples[i][1] for i in kept) == {0: 10, 1: 30}  # the exact shares of 40
 
 
 def test_stratified_subset_is_deterministic():
@@ -464,10 +463,14 @@ def test_stratified_subset_without_cap_keeps_everything():
     assert stratified_subset(samples, [1, 4, 6], 3, seed=0) == [1, 4, 6]
 
 
-def test_stratified_subset_never_exceeds_cap():
-    """'At most cap' holds even when both class shares are exact halves (5 + 5 capped at 3)."""
-    samples = _labelled(5, 5)
-    assert len(stratified_subset(samples, list(range(10)), cap=3, seed=0)) <= 3
+@pytest.mark.parametrize(("n_normal", "n_pneumonia", "cap"), [(5, 5, 3), (1, 99, 10), (7, 13, 9), (50, 50, 1)])
+def test_stratified_subset_returns_exactly_the_cap(n_normal, n_pneumonia, cap):
+    """Exactly ``cap`` distinct indices, each class within one of its proportional share, also when shares round badly."""
+    samples = _labelled(n_normal, n_pneumonia)
+    kept = stratified_subset(samples, list(range(n_normal + n_pneumonia)), cap=cap, seed=0)
+    assert len(kept) == cap and len(set(kept)) == cap
+    share = cap * n_normal / (n_normal + n_pneumonia)
+    assert abs(Counter(samples[i][1] for i in kept)[0] - share) < 1
 
 
 def test_split_subset_and_class_counts(cache_samples, tmp_path):

@@ -126,3 +126,21 @@ def test_a_drifted_copy_is_caught():
     new_code = ast.parse('def f(x):\n    """One."""\n    return x + 2\n').body[0]
     assert same_code(original, new_docstring)
     assert not same_code(original, new_code)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_skill_promised_points_at_its_code(path):
+    """Each helper named in "After this notebook you will be able to" is defined in a #@save cell of that notebook.
+
+    And every line of that list names at least one thing in backticks, so a learner can find its cell.
+    """
+    markdown = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    goals = markdown.split("**After this notebook you will be able to**", 1)[1].split("**You need**", 1)[0]
+    items = [line for line in goals.splitlines() if line.startswith("- ")]
+    assert len(items) >= 2, f"{path.name}: the goals list is empty or missing"
+    taught_here = {name for cell in TAUGHT[path.name] for name in cell}
+    for item in items:
+        named = re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", item)
+        assert named, f"{path.name}: goal without any name in backticks: {item!r}"
+        for name in set(named) & set(MODULE):
+            assert name in taught_here, f"{path.name} promises `{name}` but defines it in no #@save cell"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from cxr_support.tables import Table, format_value, metrics_table, show_table
+from cxr_support.tables import Table, describe_data, format_value, metrics_table, show_table
 
 ROWS = [
     {"metric": "accuracy", "value": 0.87654321, "ci": None},
@@ -59,3 +59,20 @@ def test_metrics_table_puts_runs_side_by_side_with_intervals():
         {"metric": "threshold", "at 0.5": "0.500", "chosen": "0.200"},
         {"metric": "accuracy", "at 0.5": "0.900 [0.800, 0.950]", "chosen": "\u2013"},
     ]
+
+
+def test_describe_data_reports_what_was_measured_not_a_guessed_origin():
+    """Real data is described by its image counts and original sizes; nothing about where the files came from."""
+    import torch
+
+    from cxr_support.pixel_cache import XraySplit
+
+    def split(name: str, sizes: list[tuple[int, int]]) -> XraySplit:
+        n = len(sizes)
+        return XraySplit(name, torch.zeros(n, 1, 8, 8, dtype=torch.uint8), torch.zeros(n, dtype=torch.long), [], sizes, ["L"] * n, [])
+
+    splits = {"train": split("train", [(224, 224), (224, 224)]), "test": split("test", [(1000, 800)]), "kaggle_val": split("kaggle_val", [(5, 5)])}
+    text = describe_data(False, splits)
+    assert text == "real X-ray files (2 train, 1 test images; originals 224-1000 x 224-800 px)"
+    assert "Kaggle" not in text and "downscaled" not in text
+    assert describe_data(True, splits) == "synthetic sample (not real X-rays)"
