@@ -1,11 +1,8 @@
 """The helpers the lessons teach, collected so that later notebooks can import them.
 
-Each definition here is written, explained and run first in a notebook cell (d2l's way),
-and its docstring names that notebook and section; ``tests/test_literate.py`` keeps the
-two copies identical. To change a helper, change it in its lesson and copy it here.
-Support code that a learner need not read (config, files and caches, the synthetic
-sample, checkpoint files, weights, records, Jovian transport, plots, tables) lives in the
-``cxr_support`` package. Nothing runs at import time.
+Each is written, explained and run first in a notebook cell (d2l's way); its docstring names that notebook
+and section, and ``tests/test_literate.py`` keeps the two copies identical. Support code that a learner need
+not read lives in ``cxr_support``. Nothing runs at import time.
 """
 
 from __future__ import annotations
@@ -39,7 +36,6 @@ from cxr_support.pixel_cache import XraySplit, load_pixels
 from cxr_support.records import best_epoch
 
 # ----------------------------------------------------------------------------- 01_data_preview
-
 
 PATIENT_PATTERNS = (
     re.compile(r"^(person\d+)_(?:bacteria|virus)_\d+", re.IGNORECASE),
@@ -117,10 +113,7 @@ def make_transforms(image_size: int, train: bool):
     """Resize to a square, plus augmentation when ``train`` (no flips); gives 1-channel tensors in [0, 1] (01, 'Transforms')."""
     steps = [T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True)]
     if train:
-        steps += [
-            T.RandomAffine(degrees=7, translate=(0.05, 0.05), scale=(0.9, 1.1)),
-            T.ColorJitter(brightness=0.2, contrast=0.2),
-        ]
+        steps += [T.RandomAffine(degrees=7, translate=(0.05, 0.05), scale=(0.9, 1.1)), T.ColorJitter(brightness=0.2, contrast=0.2)]
     steps.append(T.ToTensor())
     return T.Compose(steps)
 
@@ -143,10 +136,9 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None
     angle, scale = torch.deg2rad(uniform(-7, 7)), uniform(0.9, 1.1)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     shift_x, shift_y = uniform(-0.1, 0.1), uniform(-0.1, 0.1)
-    # The sampling grid of F.affine_grid, built by broadcasting (several times faster on a CPU).
     xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=device).view(1, 1, width)
     ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=device).view(1, height, 1)
-    grid = torch.empty(n, height, width, 2, device=device)
+    grid = torch.empty(n, height, width, 2, device=device)  # F.affine_grid's sampling grid, by broadcasting (faster on a CPU)
     torch.add(cos * xs, shift_x - sin * ys, out=grid[..., 0])
     torch.add(sin * xs, shift_y + cos * ys, out=grid[..., 1])
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -205,7 +197,6 @@ def show_batch(dl: Iterable, invert: bool = False, nrow: int = 8) -> None:
 
 
 # ----------------------------------------------------------------------------- 02_training_on_gpu
-
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch so that reruns match (02, 'Settings')."""
@@ -297,9 +288,7 @@ def images_per_second(
     step, batches: Iterable, warmup: int = 2, sync_device: torch.device | None = None, max_batches: int | None = None
 ) -> float:
     """Time ``step(batch)`` over ``batches`` (at most ``max_batches``) after ``warmup`` untimed ones; images/s (02, 'The input pipeline')."""
-    iterator = iter(batches)
-    if max_batches is not None:
-        iterator = itertools.islice(iterator, warmup + max_batches)
+    iterator = iter(batches) if max_batches is None else itertools.islice(batches, warmup + max_batches)
     for _ in range(warmup):
         step(next(iterator))
     if sync_device is not None:
@@ -383,8 +372,7 @@ class PneumoniaCnnModel(BinaryClassificationBase):
     def unfreeze(self) -> None:
         """Train every layer (fine-tuning)."""
         self.frozen = False
-        for param in self.network.parameters():
-            param.requires_grad = True
+        self.network.requires_grad_(True)
 
     def train(self, mode: bool = True) -> PneumoniaCnnModel:
         """Like nn.Module.train, but a frozen backbone keeps its batch-norm layers in eval mode."""
@@ -402,9 +390,7 @@ def resolve_train_mode(train_mode: str, device: torch.device, pretrained_loaded:
         if train_mode == "feature_extractor" and not pretrained_loaded:
             warnings.warn("Freezing a randomly initialised backbone: only the head will learn, from random features.", stacklevel=2)
         return train_mode
-    if not pretrained_loaded:
-        return "finetune"
-    return "feature_extractor" if device.type == "cpu" else "finetune"
+    return "feature_extractor" if pretrained_loaded and device.type == "cpu" else "finetune"
 
 
 def class_balance_pos_weight(labels: torch.Tensor) -> float:
@@ -484,6 +470,25 @@ def fit(
     return history
 
 
+@torch.no_grad()
+def backbone_features(model: PneumoniaCnnModel, images: torch.Tensor) -> torch.Tensor:
+    """The 2048 pooled features that the backbone hands its head, for a batch of images (02, 'Precomputed features')."""
+    model.eval()  # batch norm uses its stored statistics, so an image's features never change
+    backbone = nn.Sequential(*list(model.network.children())[:-1])  # every layer up to the average pool; not fc
+    return backbone(images).flatten(1)
+
+
+class FeatureHead(BinaryClassificationBase):
+    """A model's own head, trained on stored features: training it trains ``model.network.fc`` (02, 'Precomputed features')."""
+
+    def __init__(self, model: PneumoniaCnnModel):
+        super().__init__()
+        self.fc, self.pos_weight = model.network.fc, model.pos_weight  # shared with the model, not copied
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features).squeeze(1)  # logits (N,), as model(images) gives for the images
+
+
 def accuracy(outputs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Fraction of correct predictions over all samples; ``outputs`` are probabilities (02, 'Pitfall: accuracy averaged per batch')."""
     preds = (outputs >= threshold).long()
@@ -509,7 +514,6 @@ def save_checkpoint(path: Path, model: PneumoniaCnnModel, metadata: dict[str, An
 
 
 # ----------------------------------------------------------------------------- 03_test_predictions
-
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[PneumoniaCnnModel, dict[str, Any]]:
     """(model in eval mode on ``device``, metadata) from a checkpoint of ``save_checkpoint`` (03, 'Loading the checkpoint')."""
@@ -655,7 +659,6 @@ def predict_image(
 
 
 # ----------------------------------------------------------------------------- 04_jovian_logging
-
 
 def jovian_payload(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """What the blog post logs to Jovian, read from a run record: hyperparameters and metrics (04, 'Logging to Jovian')."""

@@ -137,6 +137,22 @@ FULL_DEFAULTS = {"image_size": 224, "batch_size": 64, "epochs": 8, "max_lr": 3e-
 QUICK_DEFAULTS = {"image_size": 64, "batch_size": 32, "epochs": 6, "max_lr": 2e-3, "max_images": 400}
 
 
+# A CPU with ImageNet weights on disk: every image at full size, the backbone run once, 20 epochs of the head alone.
+CPU_FEATURE_DEFAULTS = {**FULL_DEFAULTS, "epochs": 20, "max_lr": 1e-3}
+
+
+def _features_on_cpu(values: dict[str, Any]) -> bool:
+    """True when a CPU run would load ImageNet weights without the network and train only the head on them."""
+    from cxr_support.weights import weights_on_disk  # here: weights.py imports this module (through records.py)
+
+    weights_file = values.get("weights_file")
+    if weights_file is not None and not isinstance(weights_file, (str, os.PathLike)):
+        return False  # check_settings reports it
+    pretrained, train_mode = (str(values.get(name, "auto")).strip().lower() for name in ("pretrained", "train_mode"))
+    wants_features = pretrained != "0" and train_mode in ("auto", "feature_extractor")
+    return wants_features and weights_on_disk(None if weights_file is None else _parse_path(os.fspath(weights_file)))
+
+
 def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Config:
     """Build the run's config from CXR_* environment variables, notebook overrides and defaults."""
     env = os.environ if environ is None else environ
@@ -158,12 +174,15 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
             sources[name] = f"env {var}"
     if "device" not in values:
         values["device"], sources["device"] = "auto", "default"
-    if "quick" not in values:  # quick only when training would run on the CPU
+    cpu_features = False  # a CPU with ImageNet weights on disk: full size, head trained on precomputed features
+    if "quick" not in values:  # quick only when training would run on the CPU without ImageNet weights at hand
         accelerator = devices.accelerator_kind() if values["device"] == "auto" else values["device"]
         accelerator = None if accelerator == "cpu" else accelerator
-        values["quick"] = accelerator is None
-        sources["quick"] = "auto (no accelerator)" if accelerator is None else f"auto ({accelerator} device)"
-    defaults = QUICK_DEFAULTS if values["quick"] else FULL_DEFAULTS
+        cpu_features = accelerator is None and _features_on_cpu(values)
+        values["quick"] = accelerator is None and not cpu_features
+        sources["quick"] = (f"auto ({accelerator} device)" if accelerator else "auto (no accelerator; ImageNet weights on disk: "
+                            "fixed feature extractor at full size)" if cpu_features else "auto (no accelerator)")
+    defaults = QUICK_DEFAULTS if values["quick"] else CPU_FEATURE_DEFAULTS if cpu_features else FULL_DEFAULTS
     for name, value in {
         **defaults,
         "data_dir": None,
@@ -175,7 +194,8 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
     }.items():
         if name not in values:
             values[name] = value
-            sources[name] = ("quick default" if values["quick"] else "full default") if name in defaults else "default"
+            label = "quick default" if values["quick"] else "CPU feature-extractor default" if cpu_features else "full default"
+            sources[name] = label if name in defaults else "default"
     check_settings(values, sources)  # every value, wherever it came from: ranges, types, a writable run dir
     return Config(**values, sources=sources)
 

@@ -89,7 +89,8 @@ def decode_files(
     return stacked, kept, sizes, modes, skipped
 
 
-def _cache_key(paths: Sequence[Path], image_size: int) -> str:
+def cache_key(paths: Sequence[Path], image_size: int) -> str:
+    """A hash of the paths, their sizes and modification times and the image size: the cache file's key."""
     digest = hashlib.sha256(f"format{CACHE_FORMAT}-size{image_size}".encode())
     for path in paths:
         stat = Path(path).stat()
@@ -108,7 +109,7 @@ def load_pixels(
     """
     paths = [Path(p) for p, _ in samples]
     labels = [int(label) for _, label in samples]
-    cache_path = Path(cache_dir) / f"{name}-{_cache_key(paths, image_size)}.pt" if cache_dir else None
+    cache_path = Path(cache_dir) / f"{name}-{cache_key(paths, image_size)}.pt" if cache_dir else None
     if cache_dir is not None:
         remove_stale_temporaries(Path(cache_dir))  # left by a process killed while it wrote a cache file
     if cache_path is not None and cache_path.exists():

@@ -12,6 +12,19 @@ from torchvision.models import ResNet50_Weights
 from cxr_support.checkpoints import error_summary
 
 
+def weights_on_disk(weights_file: Path | None = None) -> bool:
+    """True when ImageNet weights load without the network: CXR_WEIGHTS_FILE, or torchvision's earlier download."""
+    if weights_file is not None:
+        return Path(weights_file).is_file()
+    name = ResNet50_Weights.DEFAULT.url.rsplit("/", 1)[-1]  # resnet50-11ad3fa6.pth
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+    try:  # a damaged download does not count: it would fall back to random weights, at full size, on a CPU
+        torch.load(cached, map_location="cpu", weights_only=True, mmap=True)  # mmap: maps the file, reads little
+    except Exception:
+        return False
+    return True
+
+
 class PretrainedWeightsUnavailable(RuntimeError):
     """ImageNet weights were asked for (CXR_PRETRAINED=1) but could not be loaded."""
 

@@ -65,6 +65,14 @@ def no_external_network():
         yield
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_cached_weights(tmp_path_factory):
+    """An empty torch hub folder, so that ImageNet weights downloaded on this machine earlier change no default."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def base_model() -> cxr.PneumoniaCnnModel:
     """One randomly initialised PneumoniaCnnModel (pos_weight 2) for the whole module; do not modify it."""
