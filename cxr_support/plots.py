@@ -197,7 +197,7 @@ def plot_reliability(named: dict[str, dict[str, Any]]) -> None:
         ax.plot(c["mean_predicted"], c["fraction_positive"], "-o", label=f"{name} (ECE {c['ece']:.3f}, Brier {c['brier']:.3f})")
     ax.set(xlabel="mean predicted probability of PNEUMONIA", ylabel="fraction that is PNEUMONIA", xlim=(0, 1), ylim=(0, 1),
            title="Reliability diagram")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")
 
 
 def plot_run_curves(records: Sequence[dict[str, Any]]) -> None:
