@@ -66,7 +66,8 @@ class Config:
         return out
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
+    """1/true/yes/on or 0/false/no/off (any case) as a bool; a ValueError for anything else."""
     lowered = text.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
@@ -117,7 +118,7 @@ def _parse_optional_int(text: str) -> int | None:
 _ENV = {
     "data_dir": ("CXR_DATA_DIR", _parse_path),
     "device": ("CXR_DEVICE", devices.check_device_choice),
-    "quick": ("CXR_QUICK", _parse_bool),
+    "quick": ("CXR_QUICK", parse_bool),
     "seed": ("CXR_SEED", _parse_int),
     "image_size": ("CXR_IMAGE_SIZE", _parse_int),
     "batch_size": ("CXR_BATCH_SIZE", _parse_int),
@@ -236,7 +237,7 @@ def check_settings(values: dict[str, Any], sources: dict[str, str]) -> None:
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and 0 < lr <= MAX_LR_LIMIT):
         raise _invalid("max_lr", lr, f"a finite number above 0 and at most {MAX_LR_LIMIT:g} (defaults: 3e-4, quick mode 2e-3)", sources)
     values["max_lr"] = float(lr)
-    for name in ("pretrained", "train_mode"):
+    for name in ("device", "pretrained", "train_mode"):  # choices, re-checked when a notebook passed a non-string
         try:
             values[name] = _ENV[name][1](str(values[name]))
         except ValueError as err:

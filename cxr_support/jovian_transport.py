@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cxr_support.config import parse_bool
+
 DEFAULT_API_URL = "https://api.jovian.com/"
 
 
@@ -49,12 +51,11 @@ def run_with_deadline(work: Callable[[], Any], deadline_s: float) -> str | None:
 def jovian_switch() -> tuple[bool, str]:
     """(allowed, reason) from CXR_JOVIAN: unset or 1/true/yes/on allow Jovian, 0/false/no/off switch it off."""
     text = os.environ.get("CXR_JOVIAN", "")
-    value = text.strip().lower()
-    if value in {"", "1", "true", "yes", "on"}:
-        return True, ""
-    if value in {"0", "false", "no", "off"}:
-        return False, f"Jovian is switched off (CXR_JOVIAN={text.strip()})."
-    return False, f"CXR_JOVIAN={text!r} is not valid: use 0 to switch Jovian off, or 1 (or leave it unset) to allow it. Not logged."
+    try:
+        allowed = parse_bool(text) if text.strip() else True
+    except ValueError:
+        return False, f"CXR_JOVIAN={text!r} is not valid: use 0 to switch Jovian off, or 1 (or leave it unset) to allow it. Not logged."
+    return (True, "") if allowed else (False, f"Jovian is switched off (CXR_JOVIAN={text.strip()}).")
 
 
 def read_credentials(path: Path) -> tuple[dict[str, str] | None, str]:

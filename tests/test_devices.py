@@ -138,3 +138,11 @@ def test_device_names_for_records(monkeypatch):
     summary = environment_summary(torch.device("mps"))
     assert summary["device"] == "mps" and summary["gpu"].startswith("Apple MPS")
     assert "gpu" not in environment_summary(torch.device("cpu"))
+
+
+def test_a_device_passed_by_a_notebook_is_checked_too(machine):
+    """A notebook parameter that is a torch.device is accepted for a device the machine has, refused otherwise."""
+    machine("mps")
+    assert load_config(environ={}, device=torch.device("mps")).device == "mps"
+    with pytest.raises(ValueError, match=r"CXR_DEVICE=.*\(set by a notebook parameter\) is not allowed: this machine has no cuda device"):
+        load_config(environ={}, device=torch.device("cuda"))
