@@ -1,9 +1,7 @@
-"""The helpers the lessons teach, collected so that later notebooks can import them.
+"""The helpers the lessons teach, each written, explained and run first in a notebook cell (d2l's way).
 
-Each is written, explained and run first in a notebook cell (d2l's way); its docstring names that notebook
-and section, and ``tests/test_literate.py`` keeps the two copies identical. Support code that a learner need
-not read lives in ``cxr_support``. Nothing runs at import time.
-"""
+Each docstring names that notebook and section; ``tests/test_literate.py`` keeps the two copies identical.
+Support code that a learner need not read lives in ``cxr_support``. Nothing runs at import time."""
 
 from __future__ import annotations
 
@@ -27,12 +25,13 @@ from PIL import Image
 from sklearn import metrics as skm
 from torchvision import models
 from torchvision import transforms as T
-from tqdm.auto import tqdm
 
 from cxr_support import checkpoints, dataset, devices, jovian_transport
+from cxr_support.config import ARCHS
 from cxr_support.dataset import CLASS_NAMES
 from cxr_support.images import decode_resized, read_xray, to_grayscale
 from cxr_support.pixel_cache import XraySplit, load_pixels
+from cxr_support.progress import progress_bar
 from cxr_support.records import best_epoch
 
 # ----------------------------------------------------------------------------- 01_data_preview
@@ -45,32 +44,35 @@ PATIENT_PATTERNS = (
 
 
 def patient_id(filename: str | Path) -> str:
-    """The patient a Kaggle file name belongs to; a name that fits no pattern is its own patient (01, 'The patient split')."""
-    stem = Path(filename).stem
+    """The patient a file belongs to: read from a Kaggle name, else the file is its own patient, within its class (01, 'The patient split')."""
+    path = Path(filename)
     for pattern in PATIENT_PATTERNS:
-        match = pattern.match(stem)
+        match = pattern.match(path.stem)
         if match:
-            return match.group(1)
-    return stem
+            return match.group(1)  # the name says who the patient is, in whichever class folder
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name  # NORMAL/img_1.png is not PNEUMONIA/img_1.png
 
 
 def patient_split(samples: Sequence[tuple[Path, int]], val_fraction: float = 0.1, seed: int = 42) -> tuple[list[int], list[int]]:
     """Split sample indices into (train, val) by whole patients, per class, deterministic in the seed (01, 'The patient split')."""
-    by_patient: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for index, (path, label) in enumerate(samples):
-        by_patient[(label, patient_id(path))].append(index)
+    by_patient: dict[str, list[int]] = defaultdict(list)
+    for index, (path, _) in enumerate(samples):
+        by_patient[patient_id(path)].append(index)
+    by_class: dict[int, list[str]] = defaultdict(list)
+    for patient, members in by_patient.items():
+        by_class[max(samples[i][1] for i in members)].append(patient)  # a patient with films of both classes counts as positive
     val: list[int] = []
     rng = random.Random(seed)
-    for label in range(len(CLASS_NAMES)):
-        patients = sorted(key for key in by_patient if key[0] == label)
+    for label in sorted(by_class):
+        patients = sorted(by_class[label])
         rng.shuffle(patients)
-        target = val_fraction * sum(len(by_patient[key]) for key in patients)
+        target = val_fraction * sum(len(by_patient[patient]) for patient in patients)
         taken = 0
-        for key in patients:
+        for patient in patients:
             if taken >= target:
                 break
-            val.extend(by_patient[key])
-            taken += len(by_patient[key])
+            val.extend(by_patient[patient])
+            taken += len(by_patient[patient])
     val_set = set(val)
     return [i for i in range(len(samples)) if i not in val_set], sorted(val)
 
@@ -89,24 +91,23 @@ def patients_on_both_sides(samples: Sequence[tuple[Path, int]], train_idx: Itera
     return len(train_patients & {patient_id(samples[i][0]) for i in val_idx})
 
 
-def prepare_data(
-    root: Path, run_dir: Path, image_size: int, seed: int = 42, max_images: int | None = None, val_fraction: float = 0.1, progress: bool = True
-) -> dict[str, XraySplit]:
+def prepare_data(root: Path, run_dir: Path, image_size: int, seed: int = 42, max_images: int | None = None, val_fraction: float = 0.1,
+                 progress: bool = True, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, XraySplit]:
     """Train/val (a patient split of Kaggle's train/), test and Kaggle's val/, each decoded once (01, 'Decoding once')."""
     run_dir = Path(run_dir)
-    train_samples, train_junk = dataset.list_split(root, "train")
-    test_samples, test_junk = dataset.list_split(root, "test")
-    kaggle_val_samples, val_junk = dataset.list_split(root, "val")
+    train_samples, train_junk = dataset.list_split(root, "train", class_names)
+    test_samples, test_junk = dataset.list_split(root, "test", class_names)
+    kaggle_val_samples, val_junk = dataset.list_split(root, "val", class_names, required=False)  # unused; may be absent
     dataset.warn_skipped(train_junk + test_junk + val_junk, "non-image files")
     train_idx, val_idx = dataset.load_or_make_split(train_samples, root, run_dir, seed, patient_split, val_fraction)
-    test_idx = list(range(len(test_samples)))
+    val_cap = None if max_images is None else math.ceil(max_images * len(val_idx) / max(len(train_idx), 1))  # in proportion
     plan = {
         "train": [train_samples[i] for i in dataset.stratified_subset(train_samples, train_idx, max_images, seed)],
-        "val": [train_samples[i] for i in dataset.stratified_subset(train_samples, val_idx, max_images, seed)],
-        "test": [test_samples[i] for i in dataset.stratified_subset(test_samples, test_idx, max_images, seed)],
+        "val": [train_samples[i] for i in dataset.stratified_subset(train_samples, val_idx, val_cap, seed)],
+        "test": [test_samples[i] for i in dataset.stratified_subset(test_samples, list(range(len(test_samples))), max_images, seed)],
         "kaggle_val": kaggle_val_samples,
     }
-    return {name: load_pixels(name, samples, image_size, run_dir / "cache", progress) for name, samples in plan.items()}
+    return {name: load_pixels(name, samples, image_size, run_dir / "cache", progress, class_names) for name, samples in plan.items()}
 
 
 def make_transforms(image_size: int, train: bool):
@@ -148,9 +149,9 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None
     return torch.addcmul(mean * (1 - contrast), out, brightness * contrast).clamp_(0, 1)
 
 
-def decode_label(label_number: int) -> str:
+def decode_label(label_number: int, class_names: Sequence[str] = CLASS_NAMES) -> str:
     """Turn a label number (0 or 1) into its class name, as in the blog post (01, 'One image')."""
-    return CLASS_NAMES[int(label_number)]
+    return class_names[int(label_number)]
 
 
 class XrayFileDataset(torch.utils.data.Dataset):
@@ -166,21 +167,21 @@ class XrayFileDataset(torch.utils.data.Dataset):
         return self.transform(read_xray(self.paths[index], self.draft_size)), self.labels[index]
 
 
-def show_image(img_tuple: tuple[torch.Tensor, int]) -> None:
+def show_image(img_tuple: tuple[torch.Tensor, int], class_names: Sequence[str] = CLASS_NAMES) -> None:
     """Show one (image, label) pair with its label, as in the blog post (01, 'One image')."""
     import matplotlib.pyplot as plt  # imported here: plotting is not needed to train
 
     image, label = img_tuple
     plt.imshow(image[0].float().cpu(), cmap="gray", vmin=0, vmax=1)
     plt.axis("off")
-    plt.title(f"Label: {decode_label(int(label))}")
+    plt.title(f"Label: {decode_label(int(label), class_names)}")
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def show_batch(dl: Iterable, invert: bool = False, nrow: int = 8) -> None:
+def show_batch(dl: Iterable, invert: bool = False, nrow: int = 8, class_names: Sequence[str] = CLASS_NAMES) -> None:
     """Show the first batch of a loader as a grid, with its labels (01, 'A batch')."""
     import matplotlib.pyplot as plt  # imported here: plotting is not needed to train
     from torchvision.utils import make_grid
@@ -189,11 +190,11 @@ def show_batch(dl: Iterable, invert: bool = False, nrow: int = 8) -> None:
     images = images.float().cpu()
     data = 1 - images if invert else images
     fig, ax = plt.subplots(figsize=(2 * nrow, 2 * math.ceil(len(images) / nrow)))
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.imshow(make_grid(data, nrow=nrow).permute(1, 2, 0))
-    names = [decode_label(int(x))[0] for x in labels.cpu()]
-    ax.set_title("labels (N=NORMAL, P=PNEUMONIA): " + " ".join(names), fontsize=9)
+    names = [decode_label(int(x), class_names)[0] for x in labels.cpu()]
+    key = ", ".join(f"{name[0]}={name}" for name in class_names)
+    ax.set_title(f"labels ({key}): " + " ".join(names), fontsize=9)
 
 
 # ----------------------------------------------------------------------------- 02_training_on_gpu
@@ -240,9 +241,7 @@ class DeviceDataLoader:
         return len(self.dl)
 
 
-def make_classic_loader(
-    split: XraySplit, image_size: int, batch_size: int, train: bool, device: torch.device, workers: int = 2
-) -> DeviceDataLoader:
+def make_classic_loader(split: XraySplit, image_size: int, batch_size: int, train: bool, device: torch.device, workers: int = 2) -> DeviceDataLoader:
     """The blog post's pipeline, fixed: decode every file every epoch in DataLoader workers (02, 'The input pipeline')."""
     files = XrayFileDataset(split.paths, split.labels.tolist(), make_transforms(image_size, train), draft_size=image_size)
     loader = torch.utils.data.DataLoader(files, batch_size=batch_size, shuffle=train, num_workers=workers,
@@ -284,9 +283,7 @@ def synchronize(device: torch.device) -> None:
         getattr(torch, device.type).synchronize()  # torch.cuda, torch.mps or torch.xpu
 
 
-def images_per_second(
-    step, batches: Iterable, warmup: int = 2, sync_device: torch.device | None = None, max_batches: int | None = None
-) -> float:
+def images_per_second(step, batches: Iterable, warmup: int = 2, sync_device: torch.device | None = None, max_batches: int | None = None) -> float:
     """Time ``step(batch)`` over ``batches`` (at most ``max_batches``) after ``warmup`` untimed ones; images/s (02, 'The input pipeline')."""
     iterator = iter(batches) if max_batches is None else itertools.islice(batches, warmup + max_batches)
     for _ in range(warmup):
@@ -344,16 +341,18 @@ def fold_rgb_conv(conv: nn.Conv2d, mean: Sequence[float], std: Sequence[float]) 
 
 
 class PneumoniaCnnModel(BinaryClassificationBase):
-    """A ResNet50 with a new one-logit head, for grey images in [0, 1] (02, 'The model')."""
+    """A ResNet50 (or the ResNet ``arch`` names) with a new one-logit head, for grey images in [0, 1] (02, 'The model')."""
 
     def __init__(self, state_dict: dict[str, torch.Tensor] | None = None, pos_weight: float = 1.0, freeze_backbone: bool = False,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, arch: str = "resnet50"):
         super().__init__()
-        self.network = models.resnet50(weights=None)  # the architecture, randomly initialised
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)} (CXR_ARCH), got {arch!r}")
+        self.arch, self.network = arch, models.get_model(arch, weights=None)  # the architecture, randomly initialised
         if state_dict is not None:
             self.network.load_state_dict(state_dict)  # the ImageNet weights, when we have them
         self.network.conv1 = fold_rgb_conv(self.network.conv1, mean, std)  # 1 grey channel in, normalisation inside
-        self.network.fc = nn.Linear(self.network.fc.in_features, 1)  # the new head: 2048 features -> 1 logit
+        self.network.fc = nn.Linear(self.network.fc.in_features, 1)  # the new head: 2048 (ResNet50) or 512 features -> 1 logit
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
         self.frozen = False
         if freeze_backbone:
@@ -441,7 +440,7 @@ def fit(
     for epoch in range(epochs):
         model.train()
         train_losses, lrs, seen, start = [], [], 0, time.perf_counter()
-        for batch in tqdm(train_loader, desc=f"epoch {epoch}", disable=not progress, leave=False):
+        for batch in progress_bar(train_loader, desc=f"epoch {epoch}", disable=not progress, leave=False):
             with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
                 loss = model.training_step(batch)
             scaler.scale(loss).backward()
@@ -472,7 +471,7 @@ def fit(
 
 @torch.no_grad()
 def backbone_features(model: PneumoniaCnnModel, images: torch.Tensor) -> torch.Tensor:
-    """The 2048 pooled features that the backbone hands its head, for a batch of images (02, 'Precomputed features')."""
+    """The pooled features (2048 for ResNet50) that the backbone hands its head, for a batch of images (02, 'Precomputed features')."""
     model.eval()  # batch norm uses its stored statistics, so an image's features never change
     backbone = nn.Sequential(*list(model.network.children())[:-1])  # every layer up to the average pool; not fc
     return backbone(images).flatten(1)
@@ -501,12 +500,12 @@ def per_batch_mean_accuracy(correct: Sequence[bool], batch_size: int) -> float:
     return float(np.mean([np.mean(b) for b in batches]))
 
 
-ARCHITECTURE = "resnet50-gray-1logit"
+ARCHITECTURES = {f"{arch}-gray-1logit": arch for arch in ARCHS}  # a checkpoint's "architecture" -> the model to build
 
 
 def save_checkpoint(path: Path, model: PneumoniaCnnModel, metadata: dict[str, Any]) -> Path:
     """Save the weights with everything needed to use them later, atomically (02, 'Saving the checkpoint')."""
-    meta = {"architecture": ARCHITECTURE, "image_size": None, "input": "1 channel, [0, 1]; ImageNet mean/std folded into conv1",
+    meta = {"architecture": f"{model.arch}-gray-1logit", "arch": model.arch, "image_size": None, "input": "1 channel, [0, 1]; ImageNet mean/std folded into conv1",
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "class_names": list(CLASS_NAMES), "threshold": 0.5, **metadata}
     if not isinstance(meta["image_size"], int):
         raise ValueError("metadata must include image_size (the size the model was trained at)")
@@ -517,8 +516,8 @@ def save_checkpoint(path: Path, model: PneumoniaCnnModel, metadata: dict[str, An
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[PneumoniaCnnModel, dict[str, Any]]:
     """(model in eval mode on ``device``, metadata) from a checkpoint of ``save_checkpoint`` (03, 'Loading the checkpoint')."""
-    state_dict, meta = checkpoints.read_checkpoint(path, ARCHITECTURE)  # torch.load(weights_only=True): no code runs
-    model = PneumoniaCnnModel()
+    state_dict, meta = checkpoints.read_checkpoint(path, ARCHITECTURES)  # torch.load(weights_only=True): no code runs
+    model = PneumoniaCnnModel(arch=ARCHITECTURES[meta["architecture"]])  # random weights, all overwritten below
     try:
         model.load_state_dict(state_dict)
     except (RuntimeError, TypeError) as err:
@@ -597,12 +596,9 @@ def bootstrap_ci(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed
         for name in METRIC_NAMES:
             samples[name].append(result[name])
     tail = (1 - level) / 2 * 100
-    out = {}
-    for name, values in samples.items():
-        arr = np.asarray(values, dtype=float)
-        arr = arr[~np.isnan(arr)]
-        out[name] = (float(np.percentile(arr, tail)), float(np.percentile(arr, 100 - tail))) if len(arr) else (float("nan"),) * 2
-    return out
+    defined = {name: np.asarray(values, dtype=float)[~np.isnan(values)] for name, values in samples.items()}  # NaN: undefined in that draw
+    return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if len(v) else (float("nan"),) * 2
+            for name, v in defined.items()}
 
 
 def metrics_with_ci(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0, groups: Sequence[str] | None = None) -> dict[str, Any]:
@@ -625,19 +621,25 @@ def calibration(labels, probs, n_bins: int = 10) -> dict[str, Any]:
             "mean_predicted": mean_predicted.tolist(), "fraction_positive": fraction_positive.tolist()}
 
 
-def gradcam(model: PneumoniaCnnModel, images: torch.Tensor, target_class: int = 1) -> np.ndarray:
-    """Grad-CAM heatmaps (N x H x W, in [0, 1]) for the last ResNet block, via pytorch-grad-cam (03, 'Where does the model look? Grad-CAM')."""
+def gradcam_layer(model: PneumoniaCnnModel, image_size: int, min_cells: int = 7) -> nn.Module:
+    """The deepest ResNet block whose map is ``min_cells`` or more a side: layer4 at 224 px, layer2 at 64 px (03, 'Where does the model look? Grad-CAM')."""
+    for stage, stride in ((model.network.layer4, 32), (model.network.layer3, 16), (model.network.layer2, 8)):
+        if image_size // stride >= min_cells:
+            return stage[-1]
+    return model.network.layer1[-1]
+
+
+def gradcam(model: PneumoniaCnnModel, images: torch.Tensor, target_class: int = 1, layer: nn.Module | None = None) -> np.ndarray:
+    """Grad-CAM heatmaps (N x H x W, in [0, 1]) of ``layer`` (by default ``gradcam_layer``'s), via pytorch-grad-cam (03, 'Where does the model look? Grad-CAM')."""
     from pytorch_grad_cam import GradCAM  # imported here: only this lesson needs the package
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
     model.eval()
-    with GradCAM(model=model, target_layers=[model.network.layer4[-1]]) as cam:
+    with GradCAM(model=model, target_layers=[layer or gradcam_layer(model, images.shape[-1])]) as cam:
         return cam(input_tensor=images, targets=[BinaryClassifierOutputTarget(target_class)] * len(images))
 
 
-def predict_image(
-    image: Path | str | Image.Image, model: PneumoniaCnnModel, metadata: dict[str, Any], device: torch.device, heatmap: bool = False
-) -> dict[str, Any]:
+def predict_image(image: Path | str | Image.Image, model: PneumoniaCnnModel, metadata: dict[str, Any], device: torch.device, heatmap: bool = False) -> dict[str, Any]:
     """Probability, label and optionally a Grad-CAM heatmap for one image, preprocessed as in training (03, 'One image')."""
     size = int(metadata["image_size"])
     if isinstance(image, Image.Image):
@@ -652,7 +654,7 @@ def predict_image(
     with torch.no_grad():
         prob = float(torch.sigmoid(model(batch).float())[0])
     threshold = float(metadata.get("threshold", 0.5))
-    result = {"probability": prob, "label": decode_label(int(prob >= threshold)), "threshold": threshold}
+    result = {"probability": prob, "label": decode_label(int(prob >= threshold), metadata.get("class_names", CLASS_NAMES)), "threshold": threshold}
     if heatmap:
         result["heatmap"] = gradcam(model, batch)[0]
     return result
@@ -679,9 +681,8 @@ def log_to_jovian(record: dict[str, Any], project: str, outputs: Sequence[Path] 
     ready, reason = jovian_transport.jovian_status(timeout_s)  # at most timeout_s seconds, whatever the server does
     print(reason)
     if not ready:
-        print("Not logged to Jovian. This is what would have been logged:")
-        print(json.dumps(payload, indent=1))
-        print("To enable: `jovian configure` (stores your API key in ~/.jovian/credentials.json), then re-run.")
+        print(f"Not logged to Jovian. This is what would have been logged:\n{json.dumps(payload, indent=1)}\n"
+              "To enable: `jovian configure` (stores your API key in ~/.jovian/credentials.json), then re-run.")
         return {"logged": False, "reason": reason, "payload": payload}
 
     def upload() -> None:  # the blog post's three calls

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,8 @@ def saved_run_id(path: Path) -> str | None:
     return meta.get("run_id") if isinstance(meta, dict) else None
 
 
-def read_checkpoint(path: Path, architecture: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict, metadata) of a checkpoint written by ``write_checkpoint`` for ``architecture``, or a CheckpointError.
+def read_checkpoint(path: Path, architectures: str | Collection[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, metadata) of a checkpoint written by ``write_checkpoint`` for one of ``architectures``, or a CheckpointError.
 
     Uses ``weights_only=True``, so a file that carries arbitrary Python objects is refused rather than executed.
     """
@@ -89,9 +90,10 @@ def read_checkpoint(path: Path, architecture: str) -> tuple[dict[str, torch.Tens
     meta = payload["metadata"]
     if not isinstance(meta, dict) or not isinstance(payload["state_dict"], dict):
         raise CheckpointError(f"{path} is not a checkpoint of this series (malformed 'metadata' or 'state_dict'); re-run notebook 02.")
-    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("architecture") != architecture:
+    accepted = [architectures] if isinstance(architectures, str) else list(architectures)
+    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("architecture") not in accepted:
         raise CheckpointError(
             f"{path} has format {meta.get('format')!r} / architecture {meta.get('architecture')!r}; "
-            f"this code reads format {CHECKPOINT_FORMAT} of {architecture!r}. Re-run notebook 02."
+            f"this code reads format {CHECKPOINT_FORMAT} of {' or '.join(map(repr, accepted))}. Re-run notebook 02."
         )
     return payload["state_dict"], meta

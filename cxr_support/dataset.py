@@ -1,6 +1,7 @@
 """Support code: finding, downloading and listing the dataset's files (lessons need not read this).
 
-The Kaggle layout is ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``. Bad input gets a
+The Kaggle layout is ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``; another binary X-ray
+folder in that layout works too, its two class names read from ``train/`` (``find_class_names``). Bad input gets a
 ``DataError`` naming the path and the fix; files that are not images are skipped with a
 warning that lists them. The saved patient split also lives here.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from cxr_support.atomic_files import atomic_write_text, remove_stale_temporaries
 from cxr_support.config import PROJECT_ROOT
 
-CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # the Kaggle data's classes: label 0 and label 1 (the class the model detects)
 SPLIT_FOLDERS = ("train", "val", "test")
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff"})
 KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
@@ -119,19 +120,43 @@ def download_dataset(target_dir: Path) -> Path:
 _JUNK_NAMES = {"thumbs.db", "desktop.ini"}
 
 
-def list_split(root: Path, split: str) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]]]:
-    """List (path, label) for one split folder, and the (path, reason) of every file skipped."""
+def find_class_names(root: Path, positive: str = "PNEUMONIA") -> tuple[str, str]:
+    """(negative, positive): the two class folders of ``train/``, the one named ``positive`` (CXR_POSITIVE_CLASS) last."""
+    train_dir = Path(root) / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"Missing split folder {train_dir}. The dataset must have {'/'.join(SPLIT_FOLDERS)}/ with one folder per class inside each.")
+    found = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
+    shown = ", ".join(display_path(name) for name in found) or "none"
+    if len(found) != 2:
+        raise DataError(f"{train_dir} must hold exactly two class folders (such as NORMAL and PNEUMONIA); found {len(found)}: {shown}.")
+    if positive not in found:
+        raise DataError(
+            f"CXR_POSITIVE_CLASS={positive} is not a class folder of {train_dir} (found {shown}). "
+            "Set CXR_POSITIVE_CLASS to the folder of the class the model should detect."
+        )
+    return (found[0] if found[1] == positive else found[1], positive)
+
+
+def list_split(
+    root: Path, split: str, class_names: Sequence[str] = CLASS_NAMES, required: bool = True
+) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]]]:
+    """List (path, label) for one split folder, label = position in ``class_names``, and the (path, reason) of every file skipped.
+
+    A split that is not ``required`` (Kaggle's val/, which the series does not use) may be missing: then both lists are empty.
+    """
     split_dir = Path(root) / split
+    if not split_dir.exists() and not required:
+        return [], []
     if not split_dir.is_dir():
         raise DataError(
             f"Missing split folder {split_dir}. The dataset must have {'/'.join(SPLIT_FOLDERS)}/ with "
-            f"{' and '.join(CLASS_NAMES)}/ inside each; re-download or re-unpack it."
+            f"{' and '.join(class_names)}/ inside each; re-download or re-unpack it."
         )
     samples, skipped = [], []
-    for label, class_name in enumerate(CLASS_NAMES):
+    for label, class_name in enumerate(class_names):
         class_dir = split_dir / class_name
         if not class_dir.is_dir():
-            raise DataError(f"Missing class folder {class_dir}; expected {' and '.join(CLASS_NAMES)} in {split_dir}.")
+            raise DataError(f"Missing class folder {class_dir}; expected {' and '.join(class_names)} in {split_dir}.")
         found = 0
         for path in sorted(class_dir.iterdir()):
             if path.is_dir():
@@ -217,7 +242,7 @@ def stratified_subset(samples: Sequence[tuple[Path, int]], indices: list[int], c
     """At most ``cap`` of ``indices``, drawn at random per class in proportion to the class sizes."""
     if cap is None or len(indices) <= cap:
         return indices
-    by_class = [[i for i in indices if samples[i][1] == label] for label in range(len(CLASS_NAMES))]
+    by_class = [[i for i in indices if samples[i][1] == label] for label in sorted({samples[i][1] for i in indices})]
     exact = [cap * len(members) / len(indices) for members in by_class]
     shares = [math.floor(x) for x in exact]
     for label in sorted(range(len(exact)), key=lambda k: exact[k] - shares[k], reverse=True)[: cap - sum(shares)]:

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from cxr_support.atomic_files import atomic_torch_save, remove_stale_temporaries
 from cxr_support.pixel_cache import XraySplit, cache_key
+from cxr_support.progress import progress_bar
 
 FEATURE_FORMAT = 1
 
@@ -47,11 +48,10 @@ def feature_cache_path(split: XraySplit, model: nn.Module, cache_dir: Path) -> P
 def compute_features(split: XraySplit, features_of: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
                      batch_size: int = 64, progress: bool = True) -> torch.Tensor:
     """Run ``features_of`` (images in [0, 1] on ``device`` -> N x F) over the split's pixels; N x F float32 on the CPU."""
-    from tqdm.auto import tqdm
 
     chunks = []
     starts = range(0, len(split), batch_size)
-    for start in tqdm(starts, desc=f"features {split.name}", unit="batch", disable=not progress):
+    for start in progress_bar(starts, desc=f"features {split.name}", unit="batch", disable=not progress):
         pixels = split.pixels[start : start + batch_size].to(device, non_blocking=True)
         chunks.append(features_of(pixels.float().div_(255)).float().cpu())
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)

@@ -21,6 +21,7 @@ import torch
 from cxr_support.atomic_files import atomic_torch_save, remove_stale_temporaries
 from cxr_support.dataset import CLASS_NAMES, DataError, warn_skipped
 from cxr_support.images import decode_resized
+from cxr_support.progress import progress_bar
 
 CACHE_FORMAT = 2  # 2: EXIF orientation, float images scaled by their range
 
@@ -36,14 +37,15 @@ class XraySplit:
     original_sizes: list[tuple[int, int]]
     original_modes: list[str]
     skipped: list[tuple[str, str]]
+    class_names: tuple[str, ...] = CLASS_NAMES  # label k is class_names[k]; the last one is the class the model detects
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def class_counts(self) -> dict[str, int]:
         """Images per class name."""
-        counts = torch.bincount(self.labels, minlength=len(CLASS_NAMES)).tolist()
-        return dict(zip(CLASS_NAMES, counts))
+        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
+        return dict(zip(self.class_names, counts))
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> XraySplit:
         """A new split holding only ``indices`` (pixels are shared views where possible)."""
@@ -56,6 +58,7 @@ class XraySplit:
             [self.original_sizes[i] for i in index.tolist()],
             [self.original_modes[i] for i in index.tolist()],
             self.skipped,
+            self.class_names,
         )
 
 
@@ -70,13 +73,11 @@ def decode_files(
     paths: Sequence[Path], image_size: int, workers: int | None = None, progress: bool = True
 ) -> tuple[np.ndarray, list[int], list[tuple[int, int]], list[str], list[tuple[str, str]]]:
     """Decode files in parallel threads; return pixels, indices kept, sizes, modes and (path, reason) skipped."""
-    from tqdm.auto import tqdm
-
     workers = workers or os.cpu_count() or 1  # Pillow releases the GIL while it decodes: one thread per core
     kept, pixels, sizes, modes, skipped = [], [], [], [], []
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda p: _decode_or_none(p, image_size), paths)
-        for index, result in enumerate(tqdm(results, total=len(paths), desc="decode", disable=not progress)):
+        for index, result in enumerate(progress_bar(results, total=len(paths), desc="decode", unit="image", disable=not progress)):
             if isinstance(result, DataError):
                 skipped.append((str(paths[index]), str(result.__cause__ or result)))
                 continue
@@ -99,7 +100,8 @@ def cache_key(paths: Sequence[Path], image_size: int) -> str:
 
 
 def load_pixels(
-    name: str, samples: Sequence[tuple[Path, int]], image_size: int, cache_dir: Path | None, progress: bool = True
+    name: str, samples: Sequence[tuple[Path, int]], image_size: int, cache_dir: Path | None, progress: bool = True,
+    class_names: Sequence[str] = CLASS_NAMES,
 ) -> XraySplit:
     """Decode a list of (path, label) once into an ``XraySplit``, reusing the on-disk cache when it matches.
 
@@ -115,14 +117,16 @@ def load_pixels(
     if cache_path is not None and cache_path.exists():
         try:
             saved = torch.load(cache_path, weights_only=True)
+            label_of = dict(zip(paths, labels))  # labels come from the folders now, not the cache: CXR_POSITIVE_CLASS may differ
             split = XraySplit(
                 name,
                 saved["pixels"],
-                saved["labels"],
+                torch.tensor([label_of[Path(p)] for p in saved["paths"]], dtype=torch.long),
                 [Path(p) for p in saved["paths"]],
                 [tuple(s) for s in saved["original_sizes"]],
                 list(saved["original_modes"]),
                 [tuple(s) for s in saved["skipped"]],
+                tuple(class_names),
             )
             warn_skipped(split.skipped, f"unreadable images in {name}")
             return split
@@ -137,6 +141,7 @@ def load_pixels(
         sizes,
         modes,
         skipped,
+        tuple(class_names),
     )
     warn_skipped(skipped, f"unreadable images in {name}")
     if cache_path is not None:

@@ -16,11 +16,11 @@ from cxr_support.images import read_xray
 from cxr_support.pixel_cache import XraySplit
 
 
-def plot_counts(rows: Sequence[dict[str, Any]], key: str = "folder") -> None:
+def plot_counts(rows: Sequence[dict[str, Any]], key: str = "folder", class_names: Sequence[str] = CLASS_NAMES) -> None:
     """Bar chart of images per class per split."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     positions = np.arange(len(rows))
-    for offset, name in zip((-0.2, 0.2), CLASS_NAMES):
+    for offset, name in zip((-0.2, 0.2), class_names):
         bars = ax.bar(positions + offset, [r[name] for r in rows], width=0.4, label=name)
         ax.bar_label(bars, fontsize=8)
     ax.set_xticks(positions, [r[key] for r in rows])
@@ -32,7 +32,7 @@ def plot_image_sizes(split: XraySplit) -> None:
     """Scatter of the original width and height of every image in a split."""
     sizes = np.array(split.original_sizes)
     fig, ax = plt.subplots(figsize=(5, 4))
-    for label, name in enumerate(CLASS_NAMES):
+    for label, name in enumerate(split.class_names):
         mask = split.labels.numpy() == label
         ax.scatter(sizes[mask, 0], sizes[mask, 1], s=8, alpha=0.5, label=name)
     ax.set(xlabel="width (px)", ylabel="height (px)", title=f"Original image sizes ({split.name})")
@@ -64,6 +64,12 @@ def show_resize_comparison(path: Path, image_size: int) -> None:
         ax.axis("off")
 
 
+def loss_scale(losses: Sequence[float], spread: float = 10.0) -> str:
+    """'log' when the largest finite loss is over ``spread`` times the smallest (one spike would flatten the rest), else 'linear'."""
+    finite = [x for x in losses if x is not None and np.isfinite(x) and x > 0]
+    return "log" if finite and max(finite) > spread * min(finite) else "linear"
+
+
 def plot_history(history: Sequence[dict[str, Any]]) -> None:
     """Plot train/val loss, val accuracy and the learning rate per batch."""
     history = [h for h in history if "epoch" in h]  # skip the pre-training baseline
@@ -71,7 +77,7 @@ def plot_history(history: Sequence[dict[str, Any]]) -> None:
     epochs = [h["epoch"] for h in history]
     axes[0].plot(epochs, [h["train_loss"] for h in history], "-o", label="train")
     axes[0].plot(epochs, [h["val_loss"] for h in history], "-o", label="validation")
-    axes[0].set(xlabel="epoch", ylabel="loss", title="Loss vs. epochs")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="Loss vs. epochs", yscale=loss_scale([h[k] for h in history for k in ("train_loss", "val_loss")]))
     axes[0].legend()
     axes[1].plot(epochs, [h["val_acc"] for h in history], "-o")
     axes[1].set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
@@ -80,30 +86,30 @@ def plot_history(history: Sequence[dict[str, Any]]) -> None:
     fig.tight_layout()
 
 
-def plot_confusion_roc_hist(labels, probs, metrics: dict[str, Any], title: str = "") -> None:
+def plot_confusion_roc_hist(labels, probs, metrics: dict[str, Any], title: str = "", class_names: Sequence[str] = CLASS_NAMES) -> None:
     """Confusion matrix, ROC curve with the operating point, and probability histograms."""
     from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
     y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
     m, threshold = metrics, metrics["threshold"]  # m comes from binary_metrics(labels, probs, threshold)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    ConfusionMatrixDisplay(np.array(m["confusion_matrix"]), display_labels=CLASS_NAMES).plot(ax=axes[0], colorbar=False)
+    ConfusionMatrixDisplay(np.array(m["confusion_matrix"]), display_labels=list(class_names)).plot(ax=axes[0], colorbar=False)
     axes[0].set_title(f"Confusion matrix (threshold {threshold:.3f})")
     RocCurveDisplay.from_predictions(y, p, ax=axes[1], name="model")
     axes[1].plot(1 - m["specificity"], m["sensitivity"], "ro", label="operating point")
     axes[1].legend(loc="lower right")
     axes[1].set_title("ROC curve")
     bins = np.linspace(0, 1, 26)
-    for label, name in enumerate(CLASS_NAMES):
+    for label, name in enumerate(class_names):
         axes[2].hist(p[y == label], bins=bins, alpha=0.6, label=f"true {name}")
     axes[2].axvline(threshold, color="k", linestyle="--", label="threshold")
-    axes[2].set(xlabel="predicted probability of PNEUMONIA", ylabel="images", title="Predicted probabilities")
+    axes[2].set(xlabel=f"predicted probability of {class_names[-1]}", ylabel="images", title="Predicted probabilities")
     axes[2].legend()
     fig.suptitle(title)
     fig.tight_layout()
 
 
-def threshold_explorer(labels, probs, metrics_at: Callable[..., dict[str, Any]], initial: float = 0.5):
+def threshold_explorer(labels, probs, metrics_at: Callable[..., dict[str, Any]], initial: float = 0.5, class_names: Sequence[str] = CLASS_NAMES):
     """A slider that moves the threshold and redraws the confusion matrix and rates live."""
     import ipywidgets as widgets
 
@@ -118,7 +124,7 @@ def threshold_explorer(labels, probs, metrics_at: Callable[..., dict[str, Any]],
             ax.imshow(np.array(m["confusion_matrix"]), cmap="Blues")
             for (i, j), v in np.ndenumerate(np.array(m["confusion_matrix"])):
                 ax.text(j, i, str(v), ha="center", va="center")
-            ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, xlabel="predicted", ylabel="true")
+            ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=class_names, yticklabels=class_names, xlabel="predicted", ylabel="true")
             ax.set_title(f"sens {m['sensitivity']:.3f}  spec {m['specificity']:.3f}")
             plt.show()
 
@@ -161,7 +167,7 @@ def show_confident_mistakes(split: XraySplit, probs, threshold: float, n: int = 
     fig, axes = plt.subplots(1, len(mistakes), figsize=(2.4 * len(mistakes), 2.8), squeeze=False)
     for ax, i in zip(axes[0], mistakes):
         ax.imshow(split.pixels[i, 0], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"true {CLASS_NAMES[int(split.labels[i])][:4]}\np={float(probs[i]):.2f}", fontsize=9)
+        ax.set_title(f"true {split.class_names[int(split.labels[i])][:4]}\np={float(probs[i]):.2f}", fontsize=9)
         ax.axis("off")
     fig.suptitle("Most confident mistakes")
     fig.tight_layout()
@@ -173,6 +179,16 @@ def overlay_heatmap(image: torch.Tensor, heatmap: np.ndarray) -> np.ndarray:
 
     rgb = image.float().cpu().expand(3, -1, -1).permute(1, 2, 0).numpy().astype(np.float32)
     return show_cam_on_image(rgb, heatmap, use_rgb=True)
+
+
+def heatmap_agreement(heatmaps: Sequence[np.ndarray]) -> float:
+    """Mean correlation of every pair of heatmaps: near 1, they show the layer's geometry, not evidence in each image; NaN for fewer than 2."""
+    flat = np.asarray(heatmaps, dtype=float).reshape(len(heatmaps), -1)
+    if len(flat) < 2:
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant heatmap has no correlation: left out
+        pairs = np.corrcoef(flat)[np.triu_indices(len(flat), k=1)]
+    return float(np.nanmean(pairs)) if np.isfinite(pairs).any() else float("nan")
 
 
 def show_heatmaps(images: torch.Tensor, heatmaps: np.ndarray, titles: Sequence[str], title: str) -> None:
@@ -189,13 +205,13 @@ def show_heatmaps(images: torch.Tensor, heatmaps: np.ndarray, titles: Sequence[s
     fig.tight_layout()
 
 
-def plot_reliability(named: dict[str, dict[str, Any]]) -> None:
+def plot_reliability(named: dict[str, dict[str, Any]], positive: str = CLASS_NAMES[-1]) -> None:
     """Reliability diagrams: observed PNEUMONIA rate against mean predicted probability, one line per named result."""
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.plot([0, 1], [0, 1], "k--", label="perfectly calibrated")
     for name, c in named.items():  # c comes from calibration(labels, probs)
         ax.plot(c["mean_predicted"], c["fraction_positive"], "-o", label=f"{name} (ECE {c['ece']:.3f}, Brier {c['brier']:.3f})")
-    ax.set(xlabel="mean predicted probability of PNEUMONIA", ylabel="fraction that is PNEUMONIA", xlim=(0, 1), ylim=(0, 1),
+    ax.set(xlabel=f"mean predicted probability of {positive}", ylabel=f"fraction that is {positive}", xlim=(0, 1), ylim=(0, 1),
            title="Reliability diagram")
     ax.legend(fontsize=8, loc="lower right")
 
@@ -208,7 +224,9 @@ def plot_run_curves(records: Sequence[dict[str, Any]]) -> None:
         epochs = [h["epoch"] for h in history]
         axes[0].plot(epochs, [h["val_loss"] for h in history], "-o", label=r["run_id"])
         axes[1].plot(epochs, [h["val_acc"] for h in history], "-o", label=r["run_id"])
-    axes[0].set(xlabel="epoch", ylabel="validation loss")
+    losses = [h["val_loss"] for r in records for h in r.get("history") or []]
+    scale = loss_scale(losses)
+    axes[0].set(xlabel="epoch", ylabel="validation loss" + (" (log scale: one run's loss is far above the others)" if scale == "log" else ""), yscale=scale)
     axes[1].set(xlabel="epoch", ylabel="validation accuracy")
     axes[1].legend(fontsize=7)
     fig.tight_layout()

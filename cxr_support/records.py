@@ -119,7 +119,7 @@ def best_epoch(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def compare_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per run: data, settings, best validation and test metrics."""
+    """One row per run: data, model, settings that differ between runs (learning rate, class weight), best validation and test metrics."""
     rows = []
     for r in records:
         history = r.get("history") or []
@@ -128,10 +128,13 @@ def compare_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "run_id": r.get("run_id"),
                 "data": "synthetic" if r.get("dataset", {}).get("synthetic") else "real",
+                "arch": r.get("model", {}).get("arch"),
                 "weights": "imagenet" if r.get("model", {}).get("pretrained") else "random",
                 "mode": r.get("model", {}).get("train_mode"),
                 "size": r.get("config", {}).get("image_size"),
                 "epochs": len(history),
+                "max_lr": r.get("hyperparams", {}).get("max_lr"),
+                "pos_weight": r.get("model", {}).get("pos_weight"),
                 "best_val_loss": (best_epoch(history) or {}).get("val_loss", math.nan),
                 "test_acc": test.get("accuracy", math.nan),
                 "test_sens": test.get("sensitivity", math.nan),

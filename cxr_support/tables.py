@@ -13,22 +13,25 @@ from cxr_support.pixel_cache import XraySplit
 
 
 def count_table(splits: dict[str, XraySplit]) -> list[dict[str, Any]]:
-    """Rows of images per class per split, with the PNEUMONIA share."""
+    """Rows of images per class per split, with the share of the detected class (PNEUMONIA on the Kaggle data)."""
     rows = []
     for name, split in splits.items():
         counts = split.class_counts()
-        total = sum(counts.values())
-        rows.append({"split": name, **counts, "total": total, "pneumonia_share": round(counts["PNEUMONIA"] / max(total, 1), 3)})
+        total, positive = sum(counts.values()), split.class_names[-1]
+        rows.append({"split": name, **counts, "total": total, f"{positive.lower()}_share": round(counts[positive] / max(total, 1), 3)})
     return rows
 
 
-def folder_counts(root: Path) -> list[dict[str, Any]]:
+def folder_counts(root: Path, class_names: Sequence[str] = CLASS_NAMES) -> list[dict[str, Any]]:
     """Images per class in each of the dataset's own split folders, junk excluded."""
     rows = []
     for split in SPLIT_FOLDERS:
-        samples, _ = list_split(root, split)
-        counts = [sum(1 for _, label in samples if label == k) for k in range(len(CLASS_NAMES))]
-        rows.append({"folder": split, **dict(zip(CLASS_NAMES, counts)), "total": sum(counts), "pneumonia_share": round(counts[1] / sum(counts), 3)})
+        samples, _ = list_split(root, split, class_names, required=split != "val")
+        if not samples:
+            continue
+        counts = [sum(1 for _, label in samples if label == k) for k in range(len(class_names))]
+        share = f"{class_names[-1].lower()}_share"
+        rows.append({"folder": split, **dict(zip(class_names, counts)), "total": sum(counts), share: round(counts[-1] / sum(counts), 3)})
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Support code: loading torchvision's ImageNet ResNet50 weights, loudly falling back when offline (lessons need not read this)."""
+"""Support code: loading torchvision's ImageNet ResNet weights, loudly falling back when offline (lessons need not read this)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import warnings
 from pathlib import Path
 
 import torch
-from torchvision.models import ResNet50_Weights
+from torchvision import models
 
 from cxr_support.checkpoints import error_summary
 
 
-def weights_on_disk(weights_file: Path | None = None) -> bool:
+def imagenet_weights_enum(arch: str = "resnet50") -> models.WeightsEnum:
+    """torchvision's default ImageNet weights for ``arch`` (ResNet50_Weights.DEFAULT for resnet50)."""
+    return models.get_model_weights(arch).DEFAULT
+
+
+def weights_on_disk(weights_file: Path | None = None, arch: str = "resnet50") -> bool:
     """True when ImageNet weights load without the network: CXR_WEIGHTS_FILE, or torchvision's earlier download."""
     if weights_file is not None:
         return Path(weights_file).is_file()
-    name = ResNet50_Weights.DEFAULT.url.rsplit("/", 1)[-1]  # resnet50-11ad3fa6.pth
+    name = imagenet_weights_enum(arch).url.rsplit("/", 1)[-1]  # e.g. resnet50-11ad3fa6.pth
     cached = Path(torch.hub.get_dir()) / "checkpoints" / name
     try:  # a damaged download does not count: it would fall back to random weights, at full size, on a CPU
         torch.load(cached, map_location="cpu", weights_only=True, mmap=True)  # mmap: maps the file, reads little
@@ -29,29 +34,27 @@ class PretrainedWeightsUnavailable(RuntimeError):
     """ImageNet weights were asked for (CXR_PRETRAINED=1) but could not be loaded."""
 
 
-def load_imagenet_weights(pretrained: str = "auto", weights_file: Path | None = None, timeout_s: float = 20.0):
-    """Return (ResNet50 ImageNet state dict or None, description); loud when it falls back to random init.
+def load_imagenet_weights(pretrained: str = "auto", weights_file: Path | None = None, timeout_s: float = 20.0, arch: str = "resnet50"):
+    """Return (ImageNet state dict of ``arch`` or None, description); loud when it falls back to random init.
 
     ``pretrained``: "1" insists (error when
     unavailable), "auto" tries and falls back loudly, "0" skips. ``weights_file`` (CXR_WEIGHTS_FILE)
-    is a local copy of torchvision's ResNet50 weights file, for offline machines.
+    is a local copy of torchvision's weights file for ``arch`` (CXR_ARCH), for offline machines.
     """
 
-    weights = ResNet50_Weights.DEFAULT
+    weights = imagenet_weights_enum(arch)
     if pretrained == "0":
         return None, "random init (CXR_PRETRAINED=0)"
     if weights_file is not None:
         path = Path(weights_file)
         if not path.is_file():
-            raise PretrainedWeightsUnavailable(f"CXR_WEIGHTS_FILE={path} does not exist. Point it at a ResNet50 weights file ({weights.url}).")
+            raise PretrainedWeightsUnavailable(f"CXR_WEIGHTS_FILE={path} does not exist. Point it at the {arch} weights file ({weights.url}).")
         try:
-            from torchvision import models
-
             state = torch.load(path, map_location="cpu", weights_only=True)
-            models.resnet50(weights=None).load_state_dict(state)
+            models.get_model(arch, weights=None).load_state_dict(state)
         except Exception as err:  # damaged file, HTML error page, another model's weights
             raise PretrainedWeightsUnavailable(
-                f"CXR_WEIGHTS_FILE={path} is not a torchvision ResNet50 weights file ({error_summary(err)}). "
+                f"CXR_WEIGHTS_FILE={path} is not torchvision's {arch} weights file ({error_summary(err)}), which CXR_ARCH={arch} needs. "
                 f"Download it again from {weights.url}."
             ) from None
         return state, f"ImageNet weights from {path}"
@@ -73,7 +76,7 @@ def load_imagenet_weights(pretrained: str = "auto", weights_file: Path | None = 
     banner = "!" * 78
     print(
         f"{banner}\nNO PRETRAINED WEIGHTS: the ImageNet weights could not be loaded ({reason}).\n"
-        f"This run trains a ResNet50 from RANDOM INITIALISATION, which is NOT transfer learning\n"
+        f"This run trains a {arch} from RANDOM INITIALISATION, which is NOT transfer learning\n"
         f"and will score far below a pretrained model. {fix}\n"
         f"Set CXR_PRETRAINED=1 to make this an error instead.\n{banner}"
     )

@@ -50,7 +50,7 @@ def test_checkpoint_round_trip(saved_checkpoint, base_model):
     assert meta["threshold"] == 0.37 and meta["image_size"] == IMAGE_SIZE and meta["run_id"] == "run-1"
     assert meta["class_names"] == ["NORMAL", "PNEUMONIA"]
     assert meta["metrics"] == {"val_loss": 0.5}
-    assert meta["format"] == CHECKPOINT_FORMAT and meta["architecture"] == "resnet50-gray-1logit"
+    assert meta["format"] == CHECKPOINT_FORMAT and meta["architecture"] == "resnet50-gray-1logit" and meta["arch"] == "resnet50"
     assert "1 channel" in meta["input"] and "[0, 1]" in meta["input"]  # what the model expects, for a reader of the file
     assert meta["mean"] == list(cxr.IMAGENET_MEAN) and meta["std"] == list(cxr.IMAGENET_STD)
     images = make_images(2, seed=5)
@@ -104,6 +104,41 @@ def test_load_checkpoint_old_rgb_architecture_raises(tmp_path, saved_checkpoint)
     with pytest.raises(CheckpointError, match="architecture 'resnet50-1logit'") as info:
         cxr.load_checkpoint(path)
     assert "'resnet50-gray-1logit'" in str(info.value) and "Re-run notebook 02" in str(info.value)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34"])
+def test_another_resnet_round_trips_through_its_checkpoint(tmp_path, arch):
+    """A ResNet18 or ResNet34 model is saved as such (metadata 'arch' and 'architecture') and load_checkpoint rebuilds that network."""
+    torch.manual_seed(0)
+    original = cxr.PneumoniaCnnModel(pos_weight=0.5, arch=arch).eval()
+    path = cxr.save_checkpoint(tmp_path / f"{arch}.pt", original, {"image_size": IMAGE_SIZE, "run_id": arch})
+    loaded, meta = cxr.load_checkpoint(path)
+    assert (loaded.arch, meta["arch"], meta["architecture"]) == (arch, arch, f"{arch}-gray-1logit")
+    assert loaded.network.fc.in_features == 512 and state_equal(loaded.state_dict(), original.state_dict())
+    images = make_images(2, seed=3)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), original(images))
+
+
+def test_an_unknown_arch_is_refused_when_building_the_model():
+    """PneumoniaCnnModel accepts the three ResNets the series knows and names them when given another."""
+    with pytest.raises(ValueError, match=r"resnet18, resnet34, resnet50 \(CXR_ARCH\), got 'resnet101'"):
+        cxr.PneumoniaCnnModel(arch="resnet101")
+
+
+def test_a_checkpoint_of_an_unknown_architecture_names_the_ones_this_code_reads(tmp_path, saved_checkpoint):
+    """A checkpoint claiming another network is refused before any model is built, listing every readable architecture."""
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "vgg.pt", lambda p: p["metadata"].update(architecture="vgg16-gray-1logit"))
+    with pytest.raises(CheckpointError, match="architecture 'vgg16-gray-1logit'") as info:
+        cxr.load_checkpoint(path)
+    assert all(f"'{arch}-gray-1logit'" in str(info.value) for arch in ("resnet18", "resnet34", "resnet50"))
+
+
+def test_weights_of_one_resnet_in_a_checkpoint_labelled_another_name_the_mismatch(tmp_path, saved_checkpoint):
+    """ResNet50 weights in a file that says resnet18 raise CheckpointError saying they do not fit, not a raw RuntimeError."""
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "mislabelled.pt", lambda p: p["metadata"].update(architecture="resnet18-gray-1logit"))
+    with pytest.raises(CheckpointError, match="does not fit PneumoniaCnnModel"):
+        cxr.load_checkpoint(path)
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,8 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "CXR_MAX_IMAGES": "250",
         "CXR_WEIGHTS_FILE": str(tmp_path / "resnet50.pth"),
         "CXR_RUN_DIR": str(tmp_path / "runs"),
+        "CXR_ARCH": " ResNet34 ",
+        "CXR_POSITIVE_CLASS": " COVID ",
     }
 
 
@@ -77,6 +79,26 @@ def test_quick_flag_picks_its_defaults(quick, defaults, label):
         assert config.sources[name] == label, name
 
 
+@pytest.mark.parametrize(("environ", "arch", "source"), [
+    ({"CXR_QUICK": "1"}, "resnet18", "auto (quick mode)"),
+    ({"CXR_QUICK": "0"}, "resnet50", "auto (full run)"),
+    ({"CXR_QUICK": "1", "CXR_ARCH": "auto"}, "resnet18", "auto (quick mode)"),
+    ({"CXR_QUICK": "1", "CXR_ARCH": "resnet50"}, "resnet50", "env CXR_ARCH"),
+    ({"CXR_QUICK": "0", "CXR_ARCH": "resnet18"}, "resnet18", "env CXR_ARCH"),
+])
+def test_arch_is_resnet18_in_quick_mode_resnet50_otherwise_unless_set(environ, arch, source):
+    """CXR_ARCH 'auto' (the default) resolves to ResNet18 in quick mode and ResNet50 otherwise; a set value always wins."""
+    config = load_config(environ=environ)
+    assert (config.arch, config.sources["arch"]) == (arch, source)
+
+
+def test_arch_from_a_notebook_parameter_is_checked():
+    """ARCH in notebook 02's parameters cell is validated like CXR_ARCH, with a one-line error naming the choices."""
+    assert load_config(environ={"CXR_QUICK": "1"}, arch="resnet34").arch == "resnet34"
+    with pytest.raises(ValueError, match=r"arch='densenet121' is not valid: expected one of auto, resnet18, resnet34, resnet50"):
+        load_config(environ={"CXR_QUICK": "1"}, arch="densenet121")
+
+
 def test_quick_and_full_defaults_differ():
     """The two default sets really differ (a quick run is smaller than a full one)."""
     quick = load_config(environ={"CXR_QUICK": "1"})
@@ -103,6 +125,8 @@ def test_env_values_are_parsed_and_sourced(full_env, tmp_path):
     assert config.max_images == 250
     assert config.weights_file == tmp_path / "resnet50.pth"
     assert config.run_dir == tmp_path / "runs"
+    assert config.arch == "resnet34"  # stripped and lower-cased
+    assert config.positive_class == "COVID"  # stripped, case kept: folder names are case-sensitive
     assert isinstance(config.data_dir, Path) and isinstance(config.run_dir, Path)
     for name, (var, _) in _ENV.items():
         assert config.sources[name] == f"env {var}", name
@@ -175,6 +199,10 @@ def test_quick_override_false_beats_env_quick(quick_env):
         ("CXR_PRETRAINED", "yes"),
         ("CXR_TRAIN_MODE", "linear"),
         ("CXR_MAX_IMAGES", "many"),
+        ("CXR_ARCH", "resnet101"),
+        ("CXR_ARCH", "vgg16"),
+        ("CXR_POSITIVE_CLASS", "train/PNEUMONIA"),
+        ("CXR_POSITIVE_CLASS", ".."),
     ],
 )
 def test_invalid_env_value_raises_naming_the_variable(var, value):

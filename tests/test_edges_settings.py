@@ -39,6 +39,8 @@ BAD_ENV = [
     ("CXR_QUICK", "2", "1/0/true/false"),
     ("CXR_PRETRAINED", "yes", "auto, 1, 0"),
     ("CXR_TRAIN_MODE", "linear", "finetune"),
+    ("CXR_ARCH", "resnet152", "resnet18, resnet34, resnet50"),
+    ("CXR_POSITIVE_CLASS", "a/b", "one class folder"),
 ]
 PATH_VARIABLES = {"CXR_DATA_DIR", "CXR_WEIGHTS_FILE", "CXR_RUN_DIR"}  # checked in the tests further down
 OTHER_CHECKS = {"CXR_DEVICE"}  # checked against the machine by cxr_support.devices (tests/test_config.py)

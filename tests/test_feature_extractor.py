@@ -242,3 +242,14 @@ def test_no_weights_file_on_a_cpu_keeps_quick_mode_and_a_gpu_keeps_full_defaults
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cxr.resolve_train_mode("auto", torch.device("cuda"), pretrained_loaded=True) == "finetune"
+
+
+def test_the_cached_download_that_counts_is_the_chosen_archs(cpu_only, monkeypatch, tmp_path):
+    """CXR_ARCH picks which cached file counts: ResNet18's switches a resnet18 run to full size, ResNet50's does not."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(models.resnet18(weights=None).state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    assert weights_on_disk(arch="resnet18") and not weights_on_disk(arch="resnet50")
+    assert load_config(environ={}).quick is True  # auto arch: the full-size default is ResNet50, whose file is absent
+    config = load_config(environ={"CXR_ARCH": "resnet18"})
+    assert (config.quick, config.arch, config.image_size) == (False, "resnet18", 224)

@@ -381,7 +381,7 @@ def test_load_imagenet_weights_missing_file_raises_with_path(tmp_path, fail_down
 
 def not_weights_file_error(path: Path, cause: str) -> str:
     """The regex of the PretrainedWeightsUnavailable message for a CXR_WEIGHTS_FILE that is not ResNet50 weights."""
-    return re.escape(f"CXR_WEIGHTS_FILE={path} is not a torchvision ResNet50 weights file ({cause}")
+    return re.escape(f"CXR_WEIGHTS_FILE={path} is not torchvision's resnet50 weights file ({cause}")
 
 
 def test_load_imagenet_weights_from_valid_file(tmp_path, fail_download):
@@ -468,3 +468,17 @@ def test_class_balance_pos_weight_is_negatives_over_positives():
     assert cxr.class_balance_pos_weight(torch.tensor([0, 0])) == pytest.approx(2.0)
 
 
+
+
+def test_load_imagenet_weights_of_another_resnet(tmp_path, fail_download):
+    """With arch='resnet18' a ResNet18 file loads and builds the model; a ResNet50 file is refused, naming resnet18 and its URL."""
+    from torchvision import models
+
+    path18, path50 = tmp_path / "resnet18.pth", tmp_path / "resnet50.pth"
+    torch.save(models.resnet18(weights=None).state_dict(), path18)
+    torch.save(models.resnet50(weights=None).state_dict(), path50)
+    loaded, description = load_imagenet_weights("auto", weights_file=path18, arch="resnet18")
+    assert str(path18) in description and cxr.PneumoniaCnnModel(loaded, arch="resnet18").network.fc.in_features == 512
+    with pytest.raises(PretrainedWeightsUnavailable, match=r"not torchvision's resnet18 weights file .*CXR_ARCH=resnet18.*resnet18-f37072fd\.pth"):
+        load_imagenet_weights("auto", weights_file=path50, arch="resnet18")
+    assert fail_download == []

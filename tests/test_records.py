@@ -179,7 +179,7 @@ def make_record(run_id: str = "20250101-120000-abcd", synthetic: bool = True) ->
         "created": "2025-01-01T12:00:00+00:00",
         "config": {"image_size": 64, "run_dir": "/somewhere"},
         "dataset": {"synthetic": synthetic},
-        "model": {"arch": "resnet50", "pretrained": False, "train_mode": "finetune"},
+        "model": {"arch": "resnet50", "pretrained": False, "train_mode": "finetune", "pos_weight": 0.5},
         "hyperparams": {
             "arch": "resnet50-random-init",
             "epochs": 3,
@@ -291,10 +291,11 @@ def test_list_records_skips_non_utf8_file(tmp_path):
 
 
 def test_compare_runs_rows(tmp_path):
-    """compare_runs gives one row per record: data, weights, mode, size, epochs, best val loss, test metrics."""
+    """compare_runs gives one row per record: data, network, weights, mode, size, epochs, learning rate, class weight, best val loss, test metrics."""
     synthetic = make_record("run-a", synthetic=True)
     real = make_record("run-b", synthetic=False)
-    real["model"] = {"pretrained": True, "train_mode": "feature_extractor"}
+    real["model"] = {"arch": "resnet18", "pretrained": True, "train_mode": "feature_extractor", "pos_weight": 0.35}
+    real["hyperparams"]["max_lr"] = 1e-3
     real["config"]["image_size"] = 224
     real["history"] = [{"epoch": 0, "val_loss": 0.4, "val_acc": 0.8}, {"epoch": 1, "val_loss": 0.45, "val_acc": 0.82}]
     real["test"] = {"chosen_threshold": {"accuracy": 0.91, "sensitivity": 0.95, "specificity": 0.85, "roc_auc": 0.96}}
@@ -303,10 +304,13 @@ def test_compare_runs_rows(tmp_path):
         {
             "run_id": "run-a",
             "data": "synthetic",
+            "arch": "resnet50",
             "weights": "random",
             "mode": "finetune",
             "size": 64,
             "epochs": 3,
+            "max_lr": 2e-3,
+            "pos_weight": 0.5,
             "best_val_loss": 0.55,
             "test_acc": 0.8,
             "test_sens": 0.9,
@@ -316,10 +320,13 @@ def test_compare_runs_rows(tmp_path):
         {
             "run_id": "run-b",
             "data": "real",
+            "arch": "resnet18",
             "weights": "imagenet",
             "mode": "feature_extractor",
             "size": 224,
             "epochs": 2,
+            "max_lr": 1e-3,
+            "pos_weight": 0.35,
             "best_val_loss": 0.4,
             "test_acc": 0.91,
             "test_sens": 0.95,
@@ -544,3 +551,14 @@ def test_api_key_never_leaks(home, tmp_path, fake_api, jovian, monkeypatch, caps
     assert any(auth == f"Bearer {API_KEY}" for _, auth in fake_api.requests)  # the key was really used
     assert_no_secret(captured.out, captured.err, *results, *seen)
     assert files_containing_secret(tmp_path, skip=creds) == []
+
+
+def test_compare_runs_tells_apart_runs_that_differ_only_in_learning_rate_or_class_weight():
+    """Two runs alike but for max_lr (or pos_weight) give rows that differ: those settings are columns."""
+    base = make_record("run-a")
+    other_lr, other_weight = make_record("run-b"), make_record("run-c")
+    other_lr["hyperparams"]["max_lr"] = 1e-2
+    other_weight["model"]["pos_weight"] = 1.0
+    rows = [{k: v for k, v in row.items() if k != "run_id"} for row in compare_runs([base, other_lr, other_weight])]
+    assert rows[0] != rows[1] and rows[0] != rows[2]
+    assert (rows[1]["max_lr"], rows[2]["pos_weight"]) == (1e-2, 1.0)
