@@ -24,6 +24,7 @@ CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # the Kaggle data's classes: label 0 and 
 SPLIT_FOLDERS = ("train", "val", "test")
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff"})
 KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
+SPLIT_FORMAT = 2  # 2: patient ids per class for names without a patient pattern; a saved split of another format is made again
 KAGGLE_MOUNT = Path("/kaggle/input/chest-xray-pneumonia/chest_xray")
 
 
@@ -205,12 +206,13 @@ def load_or_make_split(
     fingerprint = file_list_sha256((p for p, _ in samples), root)[:16]
     rel = [str(Path(p).relative_to(root)) for p, _ in samples]
     saved = _read_saved_split(path)
-    if saved.get("fingerprint") == fingerprint and saved.get("val_fraction") == val_fraction:
+    if saved.get("format") == SPLIT_FORMAT and saved.get("fingerprint") == fingerprint and saved.get("val_fraction") == val_fraction:
         val_set = set(saved["val"])
         val = [i for i, r in enumerate(rel) if r in val_set]
         return [i for i, r in enumerate(rel) if r not in val_set], val
     train_idx, val_idx = make_split(samples, val_fraction, seed)
     record = {
+        "format": SPLIT_FORMAT,
         "seed": seed,
         "val_fraction": val_fraction,
         "fingerprint": fingerprint,

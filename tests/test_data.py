@@ -7,6 +7,7 @@ temporary folders is read or written.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -154,6 +155,21 @@ def test_load_or_make_split_recomputes_for_a_new_file_list(tmp_path):
     after = (run_dir / "split-seed3.json").read_text()
     assert after != before
     assert "person999_virus_999.jpeg" in after
+
+
+def test_a_split_saved_by_the_earlier_patient_ids_is_made_again(tmp_path):
+    """A split file of format 1 (patient ids not yet per class: it could leak) is not reused, whatever its fingerprint says."""
+    root, run_dir = tmp_path / "data", tmp_path / "run"
+    samples = kaggle_samples(root)
+    load_or_make_split(samples, root, run_dir, seed=3, make_split=cxr.patient_split)
+    path = run_dir / "split-seed3.json"
+    old = json.loads(path.read_text())
+    old["format"] = 1
+    old["val"] = old["val"][:1]  # what an earlier rule might have chosen
+    path.write_text(json.dumps(old))
+    train, val = load_or_make_split(samples, root, run_dir, seed=3, make_split=cxr.patient_split)
+    assert (train, val) == cxr.patient_split(samples, 0.1, seed=3)
+    assert json.loads(path.read_text())["format"] == 2
 
 
 # ----------------------------------------------------------------------------- finding the dataset
