@@ -57,6 +57,24 @@ def test_each_notebook_reads_like_a_lesson(path):
     assert any("parameters" in c.metadata.get("tags", []) for c in notebook.cells if c.cell_type == "code")
 
 
+EXERCISE_TAGS = ("**[offline]**", "**[ImageNet weights]**", "**[GPU]**", "**[internet]**")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_exercise_says_what_it_needs_and_has_a_worked_solution(path):
+    """Each exercise starts with what it needs (offline, weights, GPU, internet), gives an offline variant when it needs
+    more, and holds a collapsed solution."""
+    notebook = nbformat.read(path, as_version=4)
+    exercises = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown").split("## Exercises", 1)[1]
+    items = re.split(r"^\d\. ", exercises, flags=re.MULTILINE)[1:]
+    assert all(tag.strip("*") in exercises.split("\n\n")[1] for tag in EXERCISE_TAGS)  # a legend of the tags
+    for number, item in enumerate(items, 1):
+        assert item.startswith(EXERCISE_TAGS), f"exercise {number} does not start with what it needs"
+        assert item.count("<details><summary>Solution</summary>") == 1 and "</details>" in item, f"exercise {number}: no solution"
+        if not item.startswith("**[offline]**"):
+            assert "*Offline variant:*" in item, f"exercise {number} needs weights, a GPU or internet but offers no offline variant"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_code_cells_stay_short(path):
     """A definition (#@save) or import cell stays within 45 lines; any other code cell within 20."""
