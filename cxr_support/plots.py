@@ -183,9 +183,9 @@ def overlay_heatmap(image: torch.Tensor, heatmap: np.ndarray) -> np.ndarray:
 
 def heatmap_agreement(heatmaps: Sequence[np.ndarray]) -> float:
     """Mean correlation of every pair of heatmaps: near 1, they show the layer's geometry, not evidence in each image; NaN for fewer than 2."""
-    flat = np.asarray(heatmaps, dtype=float).reshape(len(heatmaps), -1)
-    if len(flat) < 2:
+    if len(heatmaps) < 2:
         return float("nan")
+    flat = np.asarray(heatmaps, dtype=float).reshape(len(heatmaps), -1)
     with np.errstate(invalid="ignore", divide="ignore"):  # a constant heatmap has no correlation: left out
         pairs = np.corrcoef(flat)[np.triu_indices(len(flat), k=1)]
     return float(np.nanmean(pairs)) if np.isfinite(pairs).any() else float("nan")

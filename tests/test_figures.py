@@ -44,7 +44,7 @@ def test_heatmap_agreement_is_one_for_identical_maps_and_low_for_unrelated_ones(
     blob = rng.random((8, 8))
     assert plots.heatmap_agreement([blob, blob * 0.5 + 0.2, blob]) == pytest.approx(1.0)
     assert abs(plots.heatmap_agreement(list(rng.random((6, 16, 16))))) < 0.2
-    assert np.isnan(plots.heatmap_agreement([blob]))
+    assert np.isnan(plots.heatmap_agreement([blob])) and np.isnan(plots.heatmap_agreement([]))  # a row with no images
     assert np.isnan(plots.heatmap_agreement([np.zeros((8, 8)), np.ones((8, 8))]))
     assert plots.heatmap_agreement([blob, blob, np.zeros((8, 8))]) == pytest.approx(1.0)  # a constant map is left out
 

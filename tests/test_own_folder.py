@@ -76,6 +76,12 @@ def test_class_names_come_from_the_folders_with_the_positive_class_last(tmp_path
     assert find_class_names(root, "HEALTHY") == ("COVID", "HEALTHY")
 
 
+def test_the_positive_class_matches_a_folder_whatever_its_case(tmp_path):
+    """Lower-case folders (normal/, pneumonia/) work with the default CXR_POSITIVE_CLASS=PNEUMONIA; the folder's own spelling is kept."""
+    root = make_tree(tmp_path / "own", numbered_layout(("normal", "pneumonia")))
+    assert find_class_names(root) == ("normal", "pneumonia")
+
+
 def test_a_positive_class_that_is_not_a_folder_names_the_folders_and_the_fix(tmp_path):
     """The default PNEUMONIA on a COVID/HEALTHY folder fails in one line that lists the folders and names CXR_POSITIVE_CLASS."""
     root = make_tree(tmp_path / "own", numbered_layout(("COVID", "HEALTHY")))
