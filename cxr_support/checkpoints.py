@@ -70,7 +70,7 @@ def saved_run_id(path: Path) -> str | None:
     return meta.get("run_id") if isinstance(meta, dict) else None
 
 
-def read_checkpoint(path: Path, architectures: str | Collection[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_checkpoint(path: Path, architectures: Collection[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict, metadata) of a checkpoint written by ``write_checkpoint`` for one of ``architectures``, or a CheckpointError.
 
     Uses ``weights_only=True``, so a file that carries arbitrary Python objects is refused rather than executed.
@@ -90,7 +90,7 @@ def read_checkpoint(path: Path, architectures: str | Collection[str]) -> tuple[d
     meta = payload["metadata"]
     if not isinstance(meta, dict) or not isinstance(payload["state_dict"], dict):
         raise CheckpointError(f"{path} is not a checkpoint of this series (malformed 'metadata' or 'state_dict'); re-run notebook 02.")
-    accepted = [architectures] if isinstance(architectures, str) else list(architectures)
+    accepted = list(architectures)
     if meta.get("format") != CHECKPOINT_FORMAT or meta.get("architecture") not in accepted:
         raise CheckpointError(
             f"{path} has format {meta.get('format')!r} / architecture {meta.get('architecture')!r}; "

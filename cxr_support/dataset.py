@@ -131,7 +131,8 @@ def find_class_names(root: Path, positive: str = "PNEUMONIA") -> tuple[str, str]
     if len(found) != 2:
         raise DataError(f"{train_dir} must hold exactly two class folders (such as NORMAL and PNEUMONIA); found {len(found)}: {shown}.")
     same_but_case = [name for name in found if name.lower() == positive.lower()]
-    positive = positive if positive in found else same_but_case[0] if len(same_but_case) == 1 else positive  # pneumonia/ works too
+    if positive not in found and len(same_but_case) == 1:
+        positive = same_but_case[0]  # a pneumonia/ folder works with the default PNEUMONIA too
     if positive not in found:
         raise DataError(
             f"CXR_POSITIVE_CLASS={positive} is not a class folder of {train_dir} (found {shown}). "
