@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import socket
+import types
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 from helpers import LARGE_COUNTS, TINY_COUNTS, make_tree
 
 import cxr_utils as cxr
-from cxr_support import pixel_cache
+from cxr_support import pixel_cache, records
 from cxr_support.pixel_cache import decode_files
 from cxr_support.synthetic import make_synthetic_dataset
 
@@ -86,3 +88,15 @@ def model(base_model) -> cxr.PneumoniaCnnModel:
     return copy.deepcopy(base_model)
 
 
+@pytest.fixture
+def clock(monkeypatch) -> dict:
+    """A settable UTC clock for records.new_run_id: set clock['now'] to a datetime."""
+    clock = {"now": dt.datetime(2025, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)}
+
+    class FakeDatetime(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return clock["now"]
+
+    monkeypatch.setattr(records, "dt", types.SimpleNamespace(datetime=FakeDatetime, timezone=dt.timezone))
+    return clock

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import torch
+from nbclient import NotebookClient
 from PIL import Image
 
 from cxr_support.pixel_cache import XraySplit
+
+ROOT = Path(__file__).resolve().parent.parent  # the project folder
 
 TINY_COUNTS = {"train": (4, 6), "val": (1, 1), "test": (2, 3)}  # patients per class of the small synthetic samples
 LARGE_COUNTS = {"train": (20, 40), "val": (1, 1), "test": (1, 1)}
@@ -134,3 +139,13 @@ def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     """True when two state dicts have the same keys and identical tensors."""
     return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
 
+
+def execute_notebook(notebook: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> str:
+    """Run every cell of ``notebook`` in a fresh kernel started in ``cwd`` (outputs land in it); return the outputs as JSON text."""
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    return json.dumps([cell.get("outputs", []) for cell in notebook.cells])
+
+
+def run_series_notebook(name: str, timeout: int = 600) -> str:
+    """Execute one notebook of the series, as nbval does (in notebooks/, with this process's CXR_* variables); its outputs as JSON."""
+    return execute_notebook(nbformat.read(ROOT / "notebooks" / name, as_version=4), ROOT / "notebooks", timeout)

@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import nbformat
 import torch
-from nbclient import NotebookClient
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_notebook(name: str) -> str:
-    """Execute one notebook of the series in notebooks/ and return its outputs as JSON text."""
-    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    return json.dumps([c.get("outputs", []) for c in notebook.cells])
+from helpers import run_series_notebook
 
 
 def test_cxr_arch_resnet18_runs_notebooks_02_and_03_and_is_recorded(tmp_path, monkeypatch):
@@ -25,7 +14,7 @@ def test_cxr_arch_resnet18_runs_notebooks_02_and_03_and_is_recorded(tmp_path, mo
     for var, value in {"CXR_ARCH": "resnet18", "CXR_QUICK": "0", "CXR_IMAGE_SIZE": "32", "CXR_MAX_IMAGES": "48", "CXR_EPOCHS": "1",
                        "CXR_BATCH_SIZE": "16", "CXR_RUN_DIR": str(run_dir)}.items():
         monkeypatch.setenv(var, value)
-    text_02 = run_notebook("02_training_on_gpu.ipynb")
+    text_02 = run_series_notebook("02_training_on_gpu.ipynb")
     assert '"output_type": "error"' not in text_02 and "env CXR_ARCH" in text_02 and "network: resnet18" in text_02
     (checkpoint,) = (run_dir / "checkpoints").glob("*.pt")
     meta = torch.load(checkpoint, weights_only=True)["metadata"]
@@ -34,6 +23,6 @@ def test_cxr_arch_resnet18_runs_notebooks_02_and_03_and_is_recorded(tmp_path, mo
     record = json.loads(record_path.read_text())
     assert record["model"]["arch"] == "resnet18" and record["hyperparams"]["arch"] == "resnet18-random-init"
     assert record["config"]["arch"] == "resnet18"
-    text_03 = run_notebook("03_test_predictions.ipynb")
+    text_03 = run_series_notebook("03_test_predictions.ipynb")
     assert '"output_type": "error"' not in text_03 and "| resnet18 |" in text_03
     assert "test" in json.loads(record_path.read_text())  # notebook 03 added its test metrics to the same record

@@ -7,7 +7,6 @@ of killed processes. Nothing in a data folder may change, and nothing complete m
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import json
 import os
@@ -16,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -132,20 +130,6 @@ def test_run_ids_made_in_bulk_are_unique():
     ids = [new_run_id() for _ in range(20_000)]
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch(RUN_ID_PATTERN, i) for i in ids[:100])
-
-
-@pytest.fixture
-def clock(monkeypatch) -> dict:
-    """A settable UTC clock for records.new_run_id: set clock['now'] to a datetime."""
-    clock = {"now": dt.datetime(2025, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)}
-
-    class FakeDatetime(dt.datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return clock["now"]
-
-    monkeypatch.setattr(records, "dt", types.SimpleNamespace(datetime=FakeDatetime, timezone=dt.timezone))
-    return clock
 
 
 def test_run_ids_of_one_second_sort_in_time_order(clock):

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 import nbformat
 import numpy as np
 import pytest
 import torch
-from nbclient import NotebookClient
+from helpers import ROOT, execute_notebook
 
 import cxr_utils as cxr
 from cxr_support import plots
 from cxr_support.progress import progress_bar
 
 matplotlib.use("Agg")
-ROOT = Path(__file__).resolve().parent.parent
 
 # ----------------------------------------------------------------------------- Grad-CAM
 
@@ -85,7 +82,7 @@ def test_a_saved_notebook_shows_the_finished_bar_not_0_percent(tmp_path):
             "hidden = list(progress_bar(range(3), desc='epoch 0', leave=False))\n"
             "print(len(items), len(hidden))")
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-    NotebookClient(notebook, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    execute_notebook(notebook, tmp_path, timeout=60)
     outputs = notebook.cells[0].outputs
     texts = [o.get("data", {}).get("text/plain", "") for o in outputs if o.output_type == "display_data"]
     assert any("decode: 100%" in t and "7/7" in t for t in texts), outputs

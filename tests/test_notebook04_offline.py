@@ -2,12 +2,9 @@
 
 import json
 import time
-from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+from helpers import run_series_notebook
 
-ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-SECRET-0000"
 
 
@@ -37,11 +34,9 @@ def test_notebook_04_with_unreachable_jovian(tmp_path, monkeypatch):
     before = record_file.read_bytes()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("CXR_RUN_DIR", str(run_dir))
-    notebook = nbformat.read(ROOT / "notebooks" / "04_jovian_logging.ipynb", as_version=4)
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    text = run_series_notebook("04_jovian_logging.ipynb", timeout=120)
     elapsed = time.perf_counter() - start
-    text = json.dumps([c.get("outputs", []) for c in notebook.cells])
     assert "did not answer" in text and "nothing was uploaded" in text
     assert "Traceback" not in text and '"output_type": "error"' not in text
     assert API_KEY not in text

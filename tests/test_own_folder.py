@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
-from helpers import make_tree, snapshot, write_jpeg
-from nbclient import NotebookClient
+from helpers import make_tree, run_series_notebook, snapshot, write_jpeg
 
 import cxr_utils as cxr
 from cxr_support.dataset import DataError, find_class_names, list_split
 from cxr_support.pixel_cache import load_pixels
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def numbered_layout(classes: tuple[str, str], n_train: tuple[int, int] = (12, 24)) -> dict[str, dict[str, list[str]]]:
@@ -160,9 +155,7 @@ def test_notebook_01_runs_on_a_folder_whose_classes_share_file_names(tmp_path, m
     monkeypatch.setenv("CXR_IMAGE_SIZE", "32")
     if positive:
         monkeypatch.setenv("CXR_POSITIVE_CLASS", positive)
-    notebook = nbformat.read(ROOT / "notebooks" / "01_data_preview.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    text = json.dumps([c.get("outputs", []) for c in notebook.cells])
+    text = run_series_notebook("01_data_preview.ipynb", timeout=300)
     assert '"output_type": "error"' not in text
     assert "SYNTHETIC" not in text and "patients on both sides: 0" in text
     expected = (classes[1], classes[0]) if positive == classes[0] else classes

@@ -15,7 +15,6 @@ import re
 import socket
 import threading
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -343,16 +342,8 @@ def test_compare_runs_record_without_history():
     assert row["best_val_loss"] != row["best_val_loss"]  # NaN
 
 
-def test_new_run_id_unique_and_sortable(monkeypatch):
+def test_new_run_id_unique_and_sortable(clock):
     """new_run_id is YYYYMMDD-HHMMSS-ffffff-<12 hex>: later runs sort later (zero-padded), same-second runs differ."""
-    now = {"value": dt.datetime(2024, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)}
-
-    class FakeDatetime(dt.datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return now["value"]
-
-    monkeypatch.setattr(records, "dt", types.SimpleNamespace(datetime=FakeDatetime, timezone=dt.timezone))
     ids = []
     for moment in [
         (2024, 12, 31, 23, 59, 59),
@@ -361,7 +352,7 @@ def test_new_run_id_unique_and_sortable(monkeypatch):
         (2025, 1, 1, 10, 0, 0),
         (2025, 10, 2, 0, 0, 0),
     ]:
-        now["value"] = dt.datetime(*moment, tzinfo=dt.timezone.utc)
+        clock["now"] = dt.datetime(*moment, tzinfo=dt.timezone.utc)
         ids.append(new_run_id())
     assert sorted(ids) == ids
     assert ids[0].startswith("20241231-235959-") and ids[2].startswith("20250101-090503-")
