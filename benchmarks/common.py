@@ -30,22 +30,57 @@ def jpeg_name(i: int) -> Path:
     return Path(CLASS_NAMES[label]) / f"person{i}_bacteria_1.jpeg"
 
 
+# Version of the files `write_fullsize_jpeg` makes: part of a pool's folder name, so that a
+# pool written by an earlier generator is never reused. 1: 1,000 to 2,500 px a side, film
+# grain at quality 90, every 20th file RGB, about 370 kB a file. 2: fitted to the Kaggle files.
+GENERATOR_VERSION = 2
+
+# The geometry and encoding of each class, fitted to the Kaggle "Chest X-Ray Images
+# (Pneumonia)" files: 5,856 grayscale JPEGs, 1.23 GB (about 210 kB a file), widths about 384
+# to 2,900 px (most 1,000 to 2,000), heights about 70 to 80 % of the width, NORMAL films
+# larger than PNEUMONIA ones. In 16 original-resolution Kaggle files every file is grayscale
+# ('L'); the 8 PNEUMONIA ones are 968 x 592 to 1,664 x 1,128 px, quality 75, 49 to 119 kB,
+# the 8 NORMAL ones 1,240 x 1,104 to 1,776 x 1,416 px, quality about 93 to 96, 170 to 530 kB.
+# Widths are log-normal (median, sigma), clipped to the real range; aspect (height / width)
+# is normal (mean, sd); grain is the standard deviation of the per-pixel noise in grey
+# levels, drawn uniformly per file, and mostly decides the size. The first 1,200 files
+# (seed 0, 3 PNEUMONIA : 1 NORMAL) average 210 kB (NORMAL 547, PNEUMONIA 97; 29 kB to
+# 1.6 MB), 1,277 x 933 px (widths 627 to 2,542 px, 81 % of them 1,000 to 2,000 px).
+FILM = {
+    "NORMAL": {"width": (1550, 0.20), "aspect": (0.81, 0.05), "quality": (93, 96),
+               "grain": (1.5, 4.0)},
+    "PNEUMONIA": {"width": (1150, 0.20), "aspect": (0.69, 0.06), "quality": (75, 75),
+                  "grain": (3.0, 6.0)},
+}
+WIDTH_RANGE = (384, 2900)
+
+
+def film_geometry(rng: np.random.Generator, label: int) -> tuple[int, int, int, float]:
+    """(width, height, JPEG quality, grain) of one file of class ``label``, drawn from ``FILM``."""
+    film = FILM[CLASS_NAMES[label]]
+    width = int(np.clip(film["width"][0] * np.exp(rng.normal(0, film["width"][1])), *WIDTH_RANGE))
+    height = round(width * float(np.clip(rng.normal(*film["aspect"]), 0.55, 1.0)))
+    quality = int(rng.integers(film["quality"][0], film["quality"][1] + 1))
+    return width, height, quality, float(rng.uniform(*film["grain"]))
+
+
 def write_fullsize_jpeg(root: Path, i: int, seed: int = 0) -> None:
-    """Write image ``i`` (deterministic in ``seed`` and ``i``): 1000 to 2500 px a side, film grain, every 20th RGB."""
+    """Write image ``i`` (deterministic in ``seed`` and ``i``): a grayscale film as in ``FILM``.
+
+    Smooth anatomy (`synthetic_xray` at 300 px high, upscaled) plus per-pixel film grain.
+    """
     rng = np.random.default_rng([seed, i])
     label = int(i % 4 != 0)
-    height = int(rng.integers(1000, 2200))  # width up to 2500
-    width = min(2500, int(height * rng.uniform(1.0, 1.35)))
+    width, height, quality, grain = film_geometry(rng, label)
     anatomy = _patient_anatomy(rng, pneumonia=bool(label))
     small = synthetic_xray(rng, 300, round(300 * width / height), anatomy, bool(label))
     image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
-    noise = rng.normal(0, 2, (height, width))  # film grain: files of 200-400 kB, like the Kaggle originals
-    image = Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
-    if i % 20 == 0:
-        image = image.convert("RGB")
+    noise = rng.standard_normal((height, width), dtype=np.float32)
+    pixels = np.asarray(image, np.float32) + grain * noise
+    image = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
     path = root / jpeg_name(i)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(partial, format="JPEG", quality=90)
+    image.save(partial, format="JPEG", quality=quality)
     os.replace(partial, path)  # a killed run never leaves a truncated file that a later run would reuse
 
 
@@ -63,7 +98,9 @@ def make_fullsize_jpegs(folder: Path, n_images: int, seed: int = 0, workers: int
     (only missing ones are made), and ``folder/train`` holds symbolic links to the first
     ``n_images`` of them, so several benchmarks can share one set of files.
     """
-    store = (Path(pool) / f"seed{seed}") if pool is not None else Path(folder) / "train"
+    # a pool's folder names the generator's version: files of an earlier one are never reused
+    pooled = Path(pool or ".") / f"v{GENERATOR_VERSION}-seed{seed}"
+    store = pooled if pool is not None else Path(folder) / "train"
     for name in CLASS_NAMES:
         (store / name).mkdir(parents=True, exist_ok=True)
     missing = [i for i in range(n_images) if not (store / jpeg_name(i)).is_file()]

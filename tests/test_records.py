@@ -232,7 +232,7 @@ def test_create_record_never_overwrites(tmp_path):
     """A second create_record with the same run_id raises FileExistsError and leaves the first record intact."""
     path = create_record(tmp_path, make_record())
     before = path.read_bytes()
-    with pytest.raises(FileExistsError, match="never overwritten"):
+    with pytest.raises(FileExistsError, match="never replaces an existing one"):
         create_record(tmp_path, {**make_record(), "history": []})
     assert path.read_bytes() == before
     assert os.listdir(path.parent) == [path.name]
