@@ -56,7 +56,7 @@ def feature_pass_seconds_per_image(model: PneumoniaCnnModel, split: XraySplit, b
     backbone_features(model, to_model_input(split.pixels[:batch_size].to(device)))
     synchronize(device)
     start = time.perf_counter()
-    compute_features(split, lambda x: backbone_features(model, x), device, batch_size, progress=False)
+    compute_features(split, lambda pixels: backbone_features(model, to_model_input(pixels)), device, batch_size, progress=False)
     synchronize(device)
     return (time.perf_counter() - start) / len(split)
 

@@ -15,16 +15,10 @@ from typing import Any
 import torch
 
 from cxr_support.atomic_files import create_exclusive
+from cxr_support.errors import error_summary
 from cxr_support.records import library_versions, now_iso
 
-CHECKPOINT_FORMAT = 1
-
-
-def error_summary(err: Exception) -> str:
-    """The informative line of an exception (torch.load's weights-only errors put it mid-message)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    key = next((line for line in lines if "Unsupported" in line or "WeightsUnpickler error" in line), lines[0] if lines else "")
-    return f"{type(err).__name__}: {key[:300]}"
+CHECKPOINT_FORMAT = 2  # 2: the network named by 'arch' alone (format 1 also had 'architecture', e.g. 'resnet50-gray-1logit')
 
 
 class CheckpointError(RuntimeError):
@@ -70,8 +64,8 @@ def saved_run_id(path: Path) -> str | None:
     return meta.get("run_id") if isinstance(meta, dict) else None
 
 
-def read_checkpoint(path: Path, architectures: Collection[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict, metadata) of a checkpoint written by ``write_checkpoint`` for one of ``architectures``, or a CheckpointError.
+def read_checkpoint(path: Path, archs: Collection[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, metadata) of a checkpoint written by ``write_checkpoint`` for one of ``archs``, or a CheckpointError.
 
     Uses ``weights_only=True``, so a file that carries arbitrary Python objects is refused rather than executed.
     """
@@ -90,10 +84,10 @@ def read_checkpoint(path: Path, architectures: Collection[str]) -> tuple[dict[st
     meta = payload["metadata"]
     if not isinstance(meta, dict) or not isinstance(payload["state_dict"], dict):
         raise CheckpointError(f"{path} is not a checkpoint of this series (malformed 'metadata' or 'state_dict'); re-run notebook 02.")
-    accepted = list(architectures)
-    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("architecture") not in accepted:
+    accepted = list(archs)
+    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("arch") not in accepted:
         raise CheckpointError(
-            f"{path} has format {meta.get('format')!r} / architecture {meta.get('architecture')!r}; "
+            f"{path} has format {meta.get('format')!r} / arch {meta.get('arch')!r}; "
             f"this code reads format {CHECKPOINT_FORMAT} of {' or '.join(map(repr, accepted))}. Re-run notebook 02."
         )
     return payload["state_dict"], meta

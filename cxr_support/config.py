@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cxr_support import devices
+from cxr_support import devices, tables, weights
+from cxr_support.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ARCHS = ("resnet18", "resnet34", "resnet50")  # torchvision ResNets the series can build, load weights for and checkpoint
 DEFAULT_POSITIVE_CLASS = "PNEUMONIA"
 
@@ -63,9 +63,7 @@ class Config:
 
     def show(self) -> None:
         """Display the config as a table: setting, value, source."""
-        from cxr_support.tables import show_table
-
-        show_table(self.rows())
+        tables.show_table(self.rows())
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-friendly values (paths as strings)."""
@@ -165,15 +163,14 @@ CPU_FEATURE_DEFAULTS = {**FULL_DEFAULTS, "epochs": 20, "max_lr": 1e-3}
 
 def _features_on_cpu(values: dict[str, Any]) -> bool:
     """True when a CPU run would load ImageNet weights without the network and train only the head on them."""
-    from cxr_support.weights import weights_on_disk  # here: weights.py imports this module (through records.py)
-
     weights_file = values.get("weights_file")
     if weights_file is not None and not isinstance(weights_file, (str, os.PathLike)):
         return False  # check_settings reports it
     pretrained, train_mode = (str(values.get(name, "auto")).strip().lower() for name in ("pretrained", "train_mode"))
     wants_features = pretrained != "0" and train_mode in ("auto", "feature_extractor")
     arch = resolve_arch(values.get("arch", "auto"), quick=False)  # the features run at full size
-    return wants_features and weights_on_disk(None if weights_file is None else _parse_path(os.fspath(weights_file)), arch)
+    weights_path = None if weights_file is None else _parse_path(os.fspath(weights_file))
+    return wants_features and weights.weights_on_disk(weights_path, arch)
 
 
 def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Config:
@@ -232,7 +229,8 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
 
 INT_RANGES = {  # whole-number settings: inclusive range, and what the number counts
     "seed": (0, 2**32 - 1, ""),
-    "image_size": (32, 1024, " pixels per side (32 is the smallest a ResNet50 takes)"),
+    "image_size": (32, 1024, " pixels per side (a ResNet halves the image 5 times, so at 32 px its last"
+                             " block is down to 1 x 1: below that the deepest layers see mostly zero padding)"),
     "batch_size": (1, 4096, " images"),
     "epochs": (1, 1000, ""),
     "max_images": (1, 10_000_000, " images per split, or 'all'"),

@@ -17,24 +17,16 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from cxr_support import synthetic
 from cxr_support.atomic_files import atomic_write_text, remove_stale_temporaries
-from cxr_support.config import PROJECT_ROOT
+from cxr_support.errors import DataError
+from cxr_support.names import CLASS_NAMES, SPLIT_FOLDERS
+from cxr_support.paths import PROJECT_ROOT, display_path
 
-CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # the Kaggle data's classes: label 0 and label 1 (the class the model detects)
-SPLIT_FOLDERS = ("train", "val", "test")
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff"})
 KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
 SPLIT_FORMAT = 2  # 2: patient ids per class for names without a patient pattern; a saved split of another format is made again
 KAGGLE_MOUNT = Path("/kaggle/input/chest-xray-pneumonia/chest_xray")
-
-
-class DataError(Exception):
-    """A problem with the dataset folder; the message names the path and the fix."""
-
-
-def display_path(path: Path | str) -> str:
-    """A path as printable text, also when its name is not valid UTF-8 (such bytes show as \\xNN)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _looks_like_root(path: Path) -> bool:
@@ -79,13 +71,11 @@ def resolve_dataset(data_dir: Path | None, run_dir: Path, seed: int = 42) -> tup
 
     ``data_dir`` is CXR_DATA_DIR (None: search the defaults).
     """
-    from cxr_support.synthetic import make_synthetic_dataset  # imported here: synthetic.py uses CLASS_NAMES from this module
-
     root = find_dataset(data_dir)
     if root is not None:
         print(f"Using the dataset at {root}")
         return root, False
-    root = make_synthetic_dataset(Path(run_dir) / "synthetic", seed=seed)
+    root = synthetic.make_synthetic_dataset(Path(run_dir) / "synthetic", seed=seed)
     looked = ", ".join(str(p) for p in default_data_dirs())
     print(
         "=" * 78 + "\n"

@@ -26,8 +26,12 @@ def backend_available(kind: str) -> bool:
 
 def accelerator_kind() -> str | None:
     """The type of this machine's current accelerator ("cuda", "mps", "xpu", ...), or None when it has none."""
-    if hasattr(torch, "accelerator"):
-        found = torch.accelerator.current_accelerator(check_available=True)
+    if hasattr(torch, "accelerator"):  # torch 2.6 and later
+        try:
+            found = torch.accelerator.current_accelerator(check_available=True)  # the argument came in torch 2.7
+        except TypeError:  # torch 2.6: the build's accelerator, which this machine may lack
+            found = torch.accelerator.current_accelerator()
+            found = found if found is not None and backend_available(found.type) else None
         return found.type if found is not None else None
     return next((kind for kind in DEVICE_CHOICES[2:] if backend_available(kind)), None)
 

@@ -47,13 +47,13 @@ def feature_cache_path(split: XraySplit, model: nn.Module, cache_dir: Path) -> P
 
 def compute_features(split: XraySplit, features_of: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
                      batch_size: int = 64, progress: bool = True) -> torch.Tensor:
-    """Run ``features_of`` (images in [0, 1] on ``device`` -> N x F) over the split's pixels; N x F float32 on the CPU."""
+    """Run ``features_of`` (uint8 pixels on ``device`` -> N x F) over the split's pixels; N x F float32 on the CPU."""
 
     chunks = []
     starts = range(0, len(split), batch_size)
     for start in progress_bar(starts, desc=f"features {split.name}", unit="batch", disable=not progress):
         pixels = split.pixels[start : start + batch_size].to(device, non_blocking=True)
-        chunks.append(features_of(pixels.float().div_(255)).float().cpu())
+        chunks.append(features_of(pixels).float().cpu())
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)
 
 

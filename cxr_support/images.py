@@ -1,21 +1,26 @@
 """Support code: decoding image files of any mode to 8-bit grayscale (lessons need not read this).
 
-Hostile or odd files end in a ``DataError`` that names the file: images that declare more
-pixels than Pillow's safety limit (``Image.MAX_IMAGE_PIXELS``), damaged files, float images
-with NaN or infinite values. Films stored rotated (EXIF orientation) are turned upright, and
-wide (16-bit, 32-bit, float) images are converted in slices, never as full-size float copies.
+Every mode Pillow opens reads as grey (the rule per mode is in ``to_grayscale``). Hostile or
+odd files end in a ``DataError`` that names the file: images that declare more pixels than
+Pillow's safety limit (``Image.MAX_IMAGE_PIXELS``), damaged files, float images with NaN or
+infinite values, a pixel mode with no conversion to grey. Films stored rotated (EXIF
+orientation) are turned upright, and wide (16-bit, 32-bit, float) images are converted in
+slices, never as full-size float copies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from cxr_support.dataset import DataError, display_path
+from cxr_support.errors import DataError
+from cxr_support.paths import display_path
 
 WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_BYTE_ORDER_16 = frozenset({"I;16B", "I;16L", "I;16N"})  # 16-bit modes Pillow's getextrema refuses
 _ROWS_PER_SLICE = 256  # wide images are scaled this many rows at a time (float32), to bound memory
 
 # EXIF orientation -> the transposition that shows the image upright (as ImageOps.exif_transpose does)
@@ -53,7 +58,7 @@ def _open_xray(path: Path, draft_size: int | None) -> tuple[Image.Image, tuple[i
 def read_xray(path: Path | str, draft_size: int | None = None) -> Image.Image:
     """Open any image file as 8-bit grayscale ('L'); JPEGs decode at a reduced scale when ``draft_size`` allows.
 
-    Handles RGB, RGBA, CMYK, palette, 16-bit and float files and EXIF orientation;
+    Handles every mode Pillow opens (rules in ``to_grayscale``) and EXIF orientation;
     raises ``DataError`` naming the file when it is not a readable image.
     """
     return _open_xray(Path(path), draft_size)[0]
@@ -67,14 +72,32 @@ def _exif_orientation(image: Image.Image) -> int:
         return 1
 
 
+def _row_slices(image: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, pixels in the image's own number type) of each slice of rows of an image."""
+    width, height = image.size
+    for start in range(0, height, _ROWS_PER_SLICE):
+        yield start, np.asarray(image.crop((0, start, width, min(height, start + _ROWS_PER_SLICE))))
+
+
+def _extrema(image: Image.Image) -> tuple[float, float]:
+    """Smallest and largest pixel value; by slices where Pillow's getextrema refuses the mode."""
+    if image.mode not in _BYTE_ORDER_16:
+        low, high = image.getextrema()  # Pillow skips NaN here: each slice is checked later
+        return float(low), float(high)
+    lows, highs = zip(*((rows.min(), rows.max()) for _, rows in _row_slices(image)))
+    return float(min(lows)), float(max(highs))
+
+
 def _wide_to_8bit(image: Image.Image) -> Image.Image:
     """16/32-bit integer or float pixels to 8-bit, a slice of rows at a time (never a full-size float copy)."""
-    # Integers: by the smallest of 8, 12 or 16 bits that holds them (12-bit detector data in 16-bit files is not
-    # left near black). Floats in [0, 1]: by 255. Anything else (negative, floats beyond 1, over 16 bits): by its range.
+    # Integers in [0, 65535]: the full scale of the smallest of 8, 12 or 16 bits that holds them is
+    # white (12-bit detector data in 16-bit files is not left near black). Floats in [0, 1]: 1 is
+    # white. Anything else (negative values, floats beyond 1, integers over 65535): lowest value
+    # black, highest white (a flat image of such values reads black).
     width, height = image.size
     if width * height == 0:
         return Image.new("L", image.size)
-    low, high = (float(v) for v in image.getextrema())  # Pillow skips NaN here: each slice is checked below
+    low, high = _extrema(image)
     if not (np.isfinite(low) and np.isfinite(high)):
         raise ValueError("its float pixels include infinite values")
     floating = image.mode == "F"
@@ -86,8 +109,8 @@ def _wide_to_8bit(image: Image.Image) -> Image.Image:
         top = high if high > low else low + 1.0
     scale = 255.0 / (top - low)
     out = np.empty((height, width), np.uint8)
-    for start in range(0, height, _ROWS_PER_SLICE):
-        rows = np.asarray(image.crop((0, start, width, min(height, start + _ROWS_PER_SLICE))), dtype=np.float32)
+    for start, pixels in _row_slices(image):
+        rows = pixels.astype(np.float32)
         if floating and not np.isfinite(rows).all():
             raise ValueError("its float pixels include NaN (not-a-number) values")
         out[start : start + _ROWS_PER_SLICE] = np.clip((rows - low) * scale + 0.5, 0, 255)
@@ -103,12 +126,36 @@ def _composite_on_black(image: Image.Image) -> Image.Image:
     return ImageChops.multiply(image.convert("L"), image.getchannel("A"))
 
 
+def _opaque_to_8bit(image: Image.Image) -> Image.Image:
+    """Grey of an image without transparency or wide pixels; CMYK and LAB by way of sRGB."""
+    if image.mode == "LAB":  # Pillow's convert has no LAB to RGB: Little CMS does it
+        from PIL import ImageCms
+
+        lab, srgb = ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB")
+        image = ImageCms.profileToProfile(image, lab, srgb, outputMode="RGB")
+    elif image.mode == "CMYK":
+        image = image.convert("RGB")
+    try:
+        return image.convert("L")
+    except ValueError as err:
+        raise ValueError(
+            f"its pixel mode {image.mode!r} has no conversion to grey; save it as 8- or 16-bit "
+            "grey (Pillow mode 'L' or 'I;16', e.g. a grey PNG)"
+        ) from err
+
+
 def to_grayscale(image: Image.Image) -> Image.Image:
     """Convert a PIL image of any mode to 8-bit grayscale, upright by its EXIF orientation.
 
-    Wide (16-bit, 32-bit, float) images are scaled by the smallest of 8, 12 or 16 bits that
-    holds their values, float images in [0, 1] by 255 (see ``_wide_to_8bit``); transparent
-    areas become black.
+    '1' reads 0 or 255; 'L' as it is; 'P', 'RGB', 'HSV', 'CMYK' and the rest by Pillow's
+    luma of their RGB colours (R = G = B reads as that value); 'YCbCr' by its Y (luma);
+    'LAB' by the luma of its sRGB colours (Little CMS). Transparent modes ('LA', 'PA',
+    'RGBA', 'P' with a transparent colour) are laid on black: grey x alpha / 255. Wide modes
+    ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'): integers in [0, 65535] map the full scale
+    of the smallest of 8, 12 or 16 bits that holds them to 255, floats in [0, 1] map 1 to
+    255, anything else maps its lowest value to 0 and its highest to 255 (``_wide_to_8bit``).
+    A mode Pillow cannot turn into grey ('La') raises ``ValueError`` naming the mode and the
+    fix.
     """
     orientation = _exif_orientation(image)
     if image.mode in WIDE_MODES:
@@ -116,7 +163,7 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     elif image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
         gray = _composite_on_black(image)
     else:
-        gray = (image.convert("RGB") if image.mode == "CMYK" else image).convert("L")
+        gray = _opaque_to_8bit(image)
     return gray.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else gray
 
 

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from cxr_support.atomic_files import atomic_torch_save, remove_stale_temporaries
-from cxr_support.dataset import CLASS_NAMES, DataError, warn_skipped
+from cxr_support.dataset import warn_skipped
+from cxr_support.errors import DataError
 from cxr_support.images import decode_resized
+from cxr_support.names import CLASS_NAMES
 from cxr_support.progress import progress_bar
 
 CACHE_FORMAT = 2  # 2: EXIF orientation, float images scaled by their range

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cxr_support.dataset import CLASS_NAMES
 from cxr_support.images import read_xray
+from cxr_support.names import CLASS_NAMES
 from cxr_support.pixel_cache import XraySplit
 
 

@@ -1,4 +1,5 @@
-"""Support code: one JSON record per run, written atomically and never overwritten (lessons need not read this)."""
+"""Support code: one JSON record per run, created once and never over another run's; later notebooks add or replace
+sections of their own run's record (lessons need not read this)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import numpy as np
 import torch
 
 from cxr_support.atomic_files import atomic_write_text, create_exclusive, locked_file
-from cxr_support.config import PROJECT_ROOT
 from cxr_support.dataset import file_list_sha256, warn_skipped
 from cxr_support.devices import device_name
+from cxr_support.paths import PROJECT_ROOT
 from cxr_support.pixel_cache import XraySplit
 
 RUN_ID_PATTERN = r"\d{8}-\d{6}-\d{6}-[0-9a-f]{12}"
@@ -82,7 +83,7 @@ def create_record(run_dir: Path, record: dict[str, Any]) -> Path:
     """Write a new run record ``records/<run_id>.json``; refuses to overwrite an existing one."""
     path = Path(run_dir) / "records" / f"{record['run_id']}.json"
     if not create_exclusive(path, json.dumps(record, indent=1, default=str).encode("utf-8")):
-        raise FileExistsError(f"A run record already exists at {path}; records are never overwritten.")
+        raise FileExistsError(f"A run record already exists at {path}; a new record never replaces an existing one.")
     return path
 
 
@@ -116,30 +117,3 @@ def best_epoch(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The epoch with the lowest finite validation loss (the one ``fit`` keeps), or None."""
     finite = [h for h in history if "epoch" in h and math.isfinite(h.get("val_loss", math.nan))]
     return min(finite, key=lambda h: h["val_loss"]) if finite else None
-
-
-def compare_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per run: data, model, settings that differ between runs (learning rate, class weight), best validation and test metrics."""
-    rows = []
-    for r in records:
-        history = r.get("history") or []
-        test = (r.get("test") or {}).get("chosen_threshold") or {}
-        rows.append(
-            {
-                "run_id": r.get("run_id"),
-                "data": "synthetic" if r.get("dataset", {}).get("synthetic") else "real",
-                "arch": r.get("model", {}).get("arch"),
-                "weights": "imagenet" if r.get("model", {}).get("pretrained") else "random",
-                "mode": r.get("model", {}).get("train_mode"),
-                "size": r.get("config", {}).get("image_size"),
-                "epochs": len(history),
-                "max_lr": r.get("hyperparams", {}).get("max_lr"),
-                "pos_weight": r.get("model", {}).get("pos_weight"),
-                "best_val_loss": (best_epoch(history) or {}).get("val_loss", math.nan),
-                "test_acc": test.get("accuracy", math.nan),
-                "test_sens": test.get("sensitivity", math.nan),
-                "test_spec": test.get("specificity", math.nan),
-                "test_auc": test.get("roc_auc", math.nan),
-            }
-        )
-    return rows

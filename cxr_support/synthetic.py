@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from cxr_support.atomic_files import owner_tag, remove_stale_temporaries
-from cxr_support.dataset import CLASS_NAMES
+from cxr_support.names import CLASS_NAMES
 
 SYNTHETIC_VERSION = 1
 

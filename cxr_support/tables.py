@@ -5,34 +5,9 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from cxr_support.dataset import CLASS_NAMES, SPLIT_FOLDERS, list_split
 from cxr_support.pixel_cache import XraySplit
-
-
-def count_table(splits: dict[str, XraySplit]) -> list[dict[str, Any]]:
-    """Rows of images per class per split, with the share of the detected class (PNEUMONIA on the Kaggle data)."""
-    rows = []
-    for name, split in splits.items():
-        counts = split.class_counts()
-        total, positive = sum(counts.values()), split.class_names[-1]
-        rows.append({"split": name, **counts, "total": total, f"{positive.lower()}_share": round(counts[positive] / max(total, 1), 3)})
-    return rows
-
-
-def folder_counts(root: Path, class_names: Sequence[str] = CLASS_NAMES) -> list[dict[str, Any]]:
-    """Images per class in each of the dataset's own split folders, junk excluded."""
-    rows = []
-    for split in SPLIT_FOLDERS:
-        samples, _ = list_split(root, split, class_names, required=split != "val")
-        if not samples:
-            continue
-        counts = [sum(1 for _, label in samples if label == k) for k in range(len(class_names))]
-        share = f"{class_names[-1].lower()}_share"
-        rows.append({"folder": split, **dict(zip(class_names, counts)), "total": sum(counts), share: round(counts[-1] / sum(counts), 3)})
-    return rows
 
 
 class Table:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torchvision import models
 
-from cxr_support.checkpoints import error_summary
+from cxr_support.errors import error_summary
 
 
 def imagenet_weights_enum(arch: str = "resnet50") -> models.WeightsEnum:
@@ -77,7 +77,7 @@ def load_imagenet_weights(pretrained: str = "auto", weights_file: Path | None = 
     print(
         f"{banner}\nNO PRETRAINED WEIGHTS: the ImageNet weights could not be loaded ({reason}).\n"
         f"This run trains a {arch} from RANDOM INITIALISATION, which is NOT transfer learning\n"
-        f"and will score far below a pretrained model. {fix}\n"
+        f"and is expected to score below a pretrained model (this project has not measured by how much). {fix}\n"
         f"Set CXR_PRETRAINED=1 to make this an error instead.\n{banner}"
     )
     warnings.warn("ImageNet weights unavailable: training from random initialisation", stacklevel=2)

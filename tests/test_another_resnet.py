@@ -18,10 +18,11 @@ def test_cxr_arch_resnet18_runs_notebooks_02_and_03_and_is_recorded(tmp_path, mo
     assert '"output_type": "error"' not in text_02 and "env CXR_ARCH" in text_02 and "network: resnet18" in text_02
     (checkpoint,) = (run_dir / "checkpoints").glob("*.pt")
     meta = torch.load(checkpoint, weights_only=True)["metadata"]
-    assert (meta["arch"], meta["architecture"], meta["class_names"]) == ("resnet18", "resnet18-gray-1logit", ["NORMAL", "PNEUMONIA"])
+    assert (meta["arch"], meta["class_names"]) == ("resnet18", ["NORMAL", "PNEUMONIA"]) and "architecture" not in meta
     (record_path,) = (run_dir / "records").glob("*.json")
     record = json.loads(record_path.read_text())
-    assert record["model"]["arch"] == "resnet18" and record["hyperparams"]["arch"] == "resnet18-random-init"
+    assert record["model"]["arch"] == "resnet18" and record["hyperparams"]["arch"] == "resnet18"
+    assert record["hyperparams"]["weights"] == "random-init"
     assert record["config"]["arch"] == "resnet18"
     text_03 = run_series_notebook("03_test_predictions.ipynb")
     assert '"output_type": "error"' not in text_03 and "| resnet18 |" in text_03

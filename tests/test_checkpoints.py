@@ -50,8 +50,8 @@ def test_checkpoint_round_trip(saved_checkpoint, base_model):
     assert meta["threshold"] == 0.37 and meta["image_size"] == IMAGE_SIZE and meta["run_id"] == "run-1"
     assert meta["class_names"] == ["NORMAL", "PNEUMONIA"]
     assert meta["metrics"] == {"val_loss": 0.5}
-    assert meta["format"] == CHECKPOINT_FORMAT and meta["architecture"] == "resnet50-gray-1logit" and meta["arch"] == "resnet50"
-    assert "1 channel" in meta["input"] and "[0, 1]" in meta["input"]  # what the model expects, for a reader of the file
+    assert meta["format"] == CHECKPOINT_FORMAT and meta["arch"] == "resnet50" and "architecture" not in meta
+    assert "1 grey channel" in meta["input"] and "[0, 1]" in meta["input"] and "1 logit" in meta["input"]  # what the model expects, for a reader of the file
     assert meta["mean"] == list(cxr.IMAGENET_MEAN) and meta["std"] == list(cxr.IMAGENET_STD)
     images = make_images(2, seed=5)
     with torch.no_grad():
@@ -97,23 +97,23 @@ def test_load_checkpoint_wrong_format_raises(tmp_path, saved_checkpoint):
         cxr.load_checkpoint(path)
 
 
-def test_load_checkpoint_old_rgb_architecture_raises(tmp_path, saved_checkpoint):
-    """A checkpoint of the earlier 3-channel model ('resnet50-1logit') raises CheckpointError naming both architectures."""
-    rgb_metadata = {"architecture": "resnet50-1logit"}
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "rgb.pt", lambda p: p["metadata"].update(rgb_metadata))
-    with pytest.raises(CheckpointError, match="architecture 'resnet50-1logit'") as info:
+def test_load_checkpoint_of_format_1_raises(tmp_path, saved_checkpoint):
+    """A checkpoint of format 1 (which named its model 'resnet50-gray-1logit') raises CheckpointError naming the formats."""
+    old_metadata = {"format": 1, "architecture": "resnet50-gray-1logit"}
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "format1.pt", lambda p: p["metadata"].update(old_metadata))
+    with pytest.raises(CheckpointError, match="format 1 / arch 'resnet50'") as info:
         cxr.load_checkpoint(path)
-    assert "'resnet50-gray-1logit'" in str(info.value) and "Re-run notebook 02" in str(info.value)
+    assert f"reads format {CHECKPOINT_FORMAT}" in str(info.value) and "Re-run notebook 02" in str(info.value)
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet34"])
 def test_another_resnet_round_trips_through_its_checkpoint(tmp_path, arch):
-    """A ResNet18 or ResNet34 model is saved as such (metadata 'arch' and 'architecture') and load_checkpoint rebuilds that network."""
+    """A ResNet18 or ResNet34 model is saved as such (metadata 'arch') and load_checkpoint rebuilds that network."""
     torch.manual_seed(0)
     original = cxr.PneumoniaCnnModel(pos_weight=0.5, arch=arch).eval()
     path = cxr.save_checkpoint(tmp_path / f"{arch}.pt", original, {"image_size": IMAGE_SIZE, "run_id": arch})
     loaded, meta = cxr.load_checkpoint(path)
-    assert (loaded.arch, meta["arch"], meta["architecture"]) == (arch, arch, f"{arch}-gray-1logit")
+    assert (loaded.arch, meta["arch"]) == (arch, arch)
     assert loaded.network.fc.in_features == 512 and state_equal(loaded.state_dict(), original.state_dict())
     images = make_images(2, seed=3)
     with torch.no_grad():
@@ -128,15 +128,15 @@ def test_an_unknown_arch_is_refused_when_building_the_model():
 
 def test_a_checkpoint_of_an_unknown_architecture_names_the_ones_this_code_reads(tmp_path, saved_checkpoint):
     """A checkpoint claiming another network is refused before any model is built, listing every readable architecture."""
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "vgg.pt", lambda p: p["metadata"].update(architecture="vgg16-gray-1logit"))
-    with pytest.raises(CheckpointError, match="architecture 'vgg16-gray-1logit'") as info:
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "vgg.pt", lambda p: p["metadata"].update(arch="vgg16"))
+    with pytest.raises(CheckpointError, match="arch 'vgg16'") as info:
         cxr.load_checkpoint(path)
-    assert all(f"'{arch}-gray-1logit'" in str(info.value) for arch in ("resnet18", "resnet34", "resnet50"))
+    assert all(f"'{arch}'" in str(info.value) for arch in ("resnet18", "resnet34", "resnet50"))
 
 
 def test_weights_of_one_resnet_in_a_checkpoint_labelled_another_name_the_mismatch(tmp_path, saved_checkpoint):
     """ResNet50 weights in a file that says resnet18 raise CheckpointError saying they do not fit, not a raw RuntimeError."""
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "mislabelled.pt", lambda p: p["metadata"].update(architecture="resnet18-gray-1logit"))
+    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "mislabelled.pt", lambda p: p["metadata"].update(arch="resnet18"))
     with pytest.raises(CheckpointError, match="does not fit PneumoniaCnnModel"):
         cxr.load_checkpoint(path)
 
@@ -151,7 +151,7 @@ def test_weights_of_one_resnet_in_a_checkpoint_labelled_another_name_the_mismatc
             id="metadata-not-a-dict",
         ),
         pytest.param(
-            {"metadata": {"format": CHECKPOINT_FORMAT, "architecture": "resnet50-gray-1logit"}, "state_dict": [1, 2]},
+            {"metadata": {"format": CHECKPOINT_FORMAT, "arch": "resnet50"}, "state_dict": [1, 2]},
             id="state-dict-not-a-dict",
         ),
     ],

@@ -51,6 +51,19 @@ def test_default_device_without_torch_accelerator_asks_each_backend(machine, mon
     assert (devices.accelerator_kind() or "cpu") == expected
 
 
+@pytest.mark.parametrize("built_for, usable, expected", [("cuda", True, "cuda"), ("cuda", False, "cpu"), (None, False, "cpu")])
+def test_torch_2_6_accelerator_api_without_check_available(machine, monkeypatch, built_for, usable, expected):
+    """torch 2.6's current_accelerator() takes no argument and names the build's accelerator, usable or not."""
+    machine(*(("cuda",) if usable else ()))
+
+    def current_accelerator():  # the 2.6 signature: passing check_available raises TypeError
+        return torch.device(built_for) if built_for else None
+
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", current_accelerator)
+    assert cxr.get_default_device() == torch.device(expected)
+    assert load_config(environ={}).quick is (expected == "cpu")
+
+
 def test_mps_without_cuda_turns_quick_mode_off(machine):
     """A Mac with Apple silicon trains on its GPU: full mode, and the source names the device."""
     machine("mps")

@@ -99,7 +99,7 @@ class Counter:
 
     def __call__(self, batch):
         self.images += len(batch)
-        return cxr.backbone_features(self.model, batch)
+        return cxr.backbone_features(self.model, cxr.to_model_input(batch))
 
 
 def cached(split, model, counter, cache_dir):
@@ -167,7 +167,7 @@ def test_feature_mode_on_the_synthetic_sample_with_random_weights(synthetic_tiny
     splits = cxr.prepare_data(synthetic_tiny, run_dir, image_size=SIZE, seed=0, progress=False)
     model = cxr.PneumoniaCnnModel(pos_weight=cxr.class_balance_pos_weight(splits["train"].labels), freeze_backbone=True)
     device = torch.device("cpu")
-    features = {name: feature_cache.load_features(splits[name], model, lambda x: cxr.backbone_features(model, x), device,
+    features = {name: feature_cache.load_features(splits[name], model, lambda pixels: cxr.backbone_features(model, cxr.to_model_input(pixels)), device,
                                                   run_dir / "cache", 8, progress=False) for name in ("train", "val")}
     head = cxr.FeatureHead(model)
     history = cxr.fit(2, 1e-3, head, stored_loader(features["train"], splits["train"].labels, 8, shuffle=True),

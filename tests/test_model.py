@@ -242,10 +242,10 @@ def test_freeze_trains_only_the_head_and_keeps_batchnorm_in_eval(model):
     assert model.network.conv1.weight.grad is None and model.network.fc.weight.grad is not None
 
 
-def test_unfreeze_restores_full_training(model):
-    """unfreeze() makes every parameter trainable again and train() puts BatchNorm back in training mode."""
+def test_freeze_false_restores_full_training(model):
+    """freeze(False) makes every parameter trainable again and train() puts BatchNorm back in training mode."""
     model.freeze()
-    model.unfreeze()
+    model.freeze(False)
     model.train()
     assert all(p.requires_grad for p in model.parameters())
     assert all(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))

@@ -22,12 +22,14 @@ import pytest
 import cxr_utils as cxr
 from cxr_support import atomic_files, records
 from cxr_support.jovian_transport import jovian_credentials_path, jovian_status
-from cxr_support.records import compare_runs, create_record, list_records, new_run_id, read_record, update_record
+from cxr_support.records import create_record, list_records, new_run_id, read_record, update_record
+from cxr_utils import compare_runs
 
 API_KEY = "sk-test-SECRET-1234"
 
 EXPECTED_HYPERPARAMS = {
-    "arch": "resnet50-random-init",
+    "arch": "resnet50",
+    "weights": "random-init",
     "epochs": 3,
     "lr": 0.002,
     "scheduler": "one-cycle",
@@ -180,7 +182,8 @@ def make_record(run_id: str = "20250101-120000-abcd", synthetic: bool = True) ->
         "dataset": {"synthetic": synthetic},
         "model": {"arch": "resnet50", "pretrained": False, "train_mode": "finetune", "pos_weight": 0.5},
         "hyperparams": {
-            "arch": "resnet50-random-init",
+            "arch": "resnet50",
+            "weights": "random-init",
             "epochs": 3,
             "max_lr": 0.002,
             "scheduler": "one-cycle",
