@@ -39,7 +39,7 @@ from cxr_support.records import best_epoch
 
 # 01_data_preview.ipynb, section "How many images of each class?"
 def class_counts(labels: Iterable[int], class_names: Sequence[str]) -> dict[str, int | float]:
-    """Images per class, their total and the share of label 1 (01, 'How many images of each class?')."""
+    """Images per class, total and share of label 1 (01, 'How many images of each class?')."""
     counted = Counter(int(label) for label in labels)
     counts = {name: counted[k] for k, name in enumerate(class_names)}
     total = sum(counts.values())
@@ -55,23 +55,26 @@ PATIENT_PATTERNS = (
 
 
 def patient_id(filename: str | Path) -> str:
-    """The patient a file belongs to: read from a Kaggle name, else the file is its own patient, within its class (01, 'The patient split')."""
+    """A file's patient: from a Kaggle name, else its class/file name (01, 'The patient split')."""
     path = Path(filename)
     for pattern in PATIENT_PATTERNS:
         match = pattern.match(path.stem)
         if match:
             return match.group(1)  # the name says who the patient is, in whichever class folder
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name  # NORMAL/img_1.png is not PNEUMONIA/img_1.png
+    # NORMAL/img_1.png is not PNEUMONIA/img_1.png
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 # 01_data_preview.ipynb, section "The patient split"
-def patient_split(samples: Sequence[tuple[Path, int]], val_fraction: float = 0.1, seed: int = 42) -> tuple[list[int], list[int]]:
-    """Split sample indices into (train, val) by whole patients, per class, deterministic in the seed (01, 'The patient split')."""
+def patient_split(samples: Sequence[tuple[Path, int]], val_fraction: float = 0.1,
+                  seed: int = 42) -> tuple[list[int], list[int]]:
+    """(train, val) indices by whole patients, per class, seeded (01, 'The patient split')."""
     by_patient: dict[str, list[int]] = defaultdict(list)
     for index, (path, _) in enumerate(samples):
         by_patient[patient_id(path)].append(index)
     by_class: dict[int, list[str]] = defaultdict(list)
     for patient, members in by_patient.items():
-        by_class[max(samples[i][1] for i in members)].append(patient)  # a patient with films of both classes counts as positive
+        # a patient with films of both classes counts as positive
+        by_class[max(samples[i][1] for i in members)].append(patient)
     val: list[int] = []
     rng = random.Random(seed)
     for label in sorted(by_class):
@@ -88,40 +91,52 @@ def patient_split(samples: Sequence[tuple[Path, int]], val_fraction: float = 0.1
     return [i for i in range(len(samples)) if i not in val_set], sorted(val)
 
 # 01_data_preview.ipynb, section "The patient split"
-def random_image_split(n: int, val_fraction: float = 0.1, seed: int = 42) -> tuple[list[int], list[int]]:
-    """The blog post's split: images at random, ignoring patients; shown only to expose the leak (01, 'The patient split')."""
+def random_image_split(n: int, val_fraction: float = 0.1,
+                       seed: int = 42) -> tuple[list[int], list[int]]:
+    """The blog post's split, at random by image: it leaks patients (01, 'The patient split')."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
     n_val = int(val_fraction * n)
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
-def patients_on_both_sides(samples: Sequence[tuple[Path, int]], train_idx: Iterable[int], val_idx: Iterable[int]) -> int:
-    """Count the patients with images on both sides of a split: the leak (01, 'The patient split')."""
+def patients_on_both_sides(samples: Sequence[tuple[Path, int]], train_idx: Iterable[int],
+                           val_idx: Iterable[int]) -> int:
+    """Count patients with images on both sides of a split: the leak (01, 'The patient split')."""
     train_patients = {patient_id(samples[i][0]) for i in train_idx}
     return len(train_patients & {patient_id(samples[i][0]) for i in val_idx})
 
 # 01_data_preview.ipynb, section "Decoding once"
-def prepare_data(root: Path, run_dir: Path, image_size: int, seed: int = 42, max_images: int | None = None, val_fraction: float = 0.1,
-                 progress: bool = True, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, XraySplit]:
-    """Train/val (a patient split of Kaggle's train/), test and Kaggle's val/, each decoded once (01, 'Decoding once')."""
+def prepare_data(root: Path, run_dir: Path, image_size: int, seed: int = 42,
+                 max_images: int | None = None, val_fraction: float = 0.1, progress: bool = True,
+                 class_names: Sequence[str] = CLASS_NAMES) -> dict[str, XraySplit]:
+    """Train/val (by patient), test and Kaggle's val/, each decoded once (01, 'Decoding once')."""
     run_dir = Path(run_dir)
     train_samples, train_junk = dataset.list_split(root, "train", class_names)
     test_samples, test_junk = dataset.list_split(root, "test", class_names)
-    kaggle_val_samples, val_junk = dataset.list_split(root, "val", class_names, required=False)  # unused; may be absent
+    # Kaggle's val/: unused; may be absent
+    kaggle_val_samples, val_junk = dataset.list_split(root, "val", class_names, required=False)
     dataset.warn_skipped(train_junk + test_junk + val_junk, "non-image files")
-    train_idx, val_idx = dataset.load_or_make_split(train_samples, root, run_dir, seed, patient_split, val_fraction)
-    val_cap = None if max_images is None else math.ceil(max_images * len(val_idx) / max(len(train_idx), 1))  # in proportion
+    train_idx, val_idx = dataset.load_or_make_split(train_samples, root, run_dir, seed,
+                                                    patient_split, val_fraction)
+    val_cap = None if max_images is None else math.ceil(  # in proportion
+        max_images * len(val_idx) / max(len(train_idx), 1))
+
+    def pick(samples, indices, cap):  # at most cap of indices, in proportion per class
+        return [samples[i] for i in dataset.stratified_subset(samples, indices, cap, seed)]
+
     plan = {
-        "train": [train_samples[i] for i in dataset.stratified_subset(train_samples, train_idx, max_images, seed)],
-        "val": [train_samples[i] for i in dataset.stratified_subset(train_samples, val_idx, val_cap, seed)],
-        "test": [test_samples[i] for i in dataset.stratified_subset(test_samples, list(range(len(test_samples))), max_images, seed)],
+        "train": pick(train_samples, train_idx, max_images),
+        "val": pick(train_samples, val_idx, val_cap),
+        "test": pick(test_samples, list(range(len(test_samples))), max_images),
         "kaggle_val": kaggle_val_samples,
     }
-    return {name: load_pixels(name, samples, image_size, run_dir / "cache", progress, class_names) for name, samples in plan.items()}
+    return {name: load_pixels(name, samples, image_size, run_dir / "cache", progress, class_names)
+            for name, samples in plan.items()}
 
 # 01_data_preview.ipynb, section "Transforms: resizing, and augmenting without flips"
-AUGMENTATION = {  # the largest change of each kind; no flips: a chest film is never upside down or mirrored
+# the largest change of each kind; no flips: a chest film is never upside down or mirrored
+AUGMENTATION = {
     "degrees": 7.0,  # rotation, either way
     "translate": 0.05,  # shift, as a share of the width and of the height
     "scale": (0.9, 1.1),  # zoom
@@ -131,8 +146,9 @@ AUGMENTATION = {  # the largest change of each kind; no flips: a chest film is n
 
 
 def make_transforms(image_size: int, train: bool) -> T.Compose:
-    """Resize to a square, plus AUGMENTATION when ``train``; 1-channel tensors in [0, 1] (01, 'Transforms')."""
-    steps = [T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True)]
+    """Square resize, plus AUGMENTATION if ``train``: 1-channel, in [0, 1] (01, 'Transforms')."""
+    steps = [T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR,
+                      antialias=True)]
     if train:
         a = AUGMENTATION
         steps += [T.RandomAffine(a["degrees"], translate=(a["translate"],) * 2, scale=a["scale"]),
@@ -149,20 +165,23 @@ def to_model_input(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random small rotation, shift, zoom, brightness and contrast for a whole batch on its device (01, 'Transforms')."""
+    """Random rotation, shift, zoom, brightness, contrast: batched, on-device (01, 'Transforms')."""
     n, _, height, width = images.shape
     device = images.device
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return (torch.rand(n, generator=generator, device=device) * (high - low) + low).view(n, 1, 1)
+        u = torch.rand(n, generator=generator, device=device)
+        return (u * (high - low) + low).view(n, 1, 1)
 
     a = AUGMENTATION
     angle, scale = torch.deg2rad(uniform(-a["degrees"], a["degrees"])), uniform(*a["scale"])
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    shift_x, shift_y = uniform(-2 * a["translate"], 2 * a["translate"]), uniform(-2 * a["translate"], 2 * a["translate"])
+    t = 2 * a["translate"]  # the grid spans 2 per image width
+    shift_x, shift_y = uniform(-t, t), uniform(-t, t)
     xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=device).view(1, 1, width)
     ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=device).view(1, height, 1)
-    grid = torch.empty(n, height, width, 2, device=device)  # F.affine_grid's sampling grid, by broadcasting (faster on a CPU)
+    # F.affine_grid's sampling grid, by broadcasting (faster on a CPU)
+    grid = torch.empty(n, height, width, 2, device=device)
     torch.add(cos * xs, shift_x - sin * ys, out=grid[..., 0])
     torch.add(sin * xs, shift_y + cos * ys, out=grid[..., 1])
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -179,10 +198,12 @@ def decode_label(label_number: int, class_names: Sequence[str] = CLASS_NAMES) ->
 
 
 class XrayFileDataset(torch.utils.data.Dataset):
-    """The classic dataset: decode and transform each image from disk every time it is read (01, 'One image')."""
+    """The classic dataset: every read decodes and transforms from disk (01, 'One image')."""
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform, draft_size: int | None = None):
-        self.paths, self.labels, self.transform, self.draft_size = list(paths), list(labels), transform, draft_size
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform,
+                 draft_size: int | None = None):
+        self.paths, self.labels = list(paths), list(labels)
+        self.transform, self.draft_size = transform, draft_size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -191,7 +212,8 @@ class XrayFileDataset(torch.utils.data.Dataset):
         return self.transform(read_xray(self.paths[index], self.draft_size)), self.labels[index]
 
 
-def show_image(img_tuple: tuple[torch.Tensor, int], class_names: Sequence[str] = CLASS_NAMES) -> None:
+def show_image(img_tuple: tuple[torch.Tensor, int],
+               class_names: Sequence[str] = CLASS_NAMES) -> None:
     """Show one (image, label) pair with its label, as in the blog post (01, 'One image')."""
     import matplotlib.pyplot as plt  # imported here: plotting is not needed to train
 
@@ -207,7 +229,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # 01_data_preview.ipynb, section "A batch, ready for training"
-def show_batch(dl: Iterable, invert: bool = False, nrow: int = 8, class_names: Sequence[str] = CLASS_NAMES) -> None:
+def show_batch(dl: Iterable, invert: bool = False, nrow: int = 8,
+               class_names: Sequence[str] = CLASS_NAMES) -> None:
     """Show the first batch of a loader as a grid, with its labels (01, 'A batch')."""
     import matplotlib.pyplot as plt  # imported here: plotting is not needed to train
     from torchvision.utils import make_grid
@@ -231,10 +254,10 @@ def seed_everything(seed: int) -> None:
 
 # 02_training_on_gpu.ipynb, section "The device, passed around explicitly"
 def get_default_device(preference: str = "auto") -> torch.device:
-    """Pick the accelerator (NVIDIA or Intel GPU, Apple MPS) if there is one, else the CPU (02, 'The device')."""
+    """The accelerator (an NVIDIA, AMD or Intel GPU, Apple MPS), else the CPU (02, 'The device')."""
     if preference != "auto":
-        return torch.device(preference)  # CXR_DEVICE, which load_config checked against this machine
-    return torch.device(devices.accelerator_kind() or "cpu")  # torch.accelerator's answer, or the CPU
+        return torch.device(preference)  # CXR_DEVICE, which load_config checked on this machine
+    return torch.device(devices.accelerator_kind() or "cpu")  # torch.accelerator's answer
 
 
 def to_device(data: Any, device: torch.device) -> Any:
@@ -260,21 +283,26 @@ class DeviceDataLoader:
         return len(self.dl)
 
 # 02_training_on_gpu.ipynb, section "The input pipeline: why decoding every epoch starves a GPU"
-def make_classic_loader(split: XraySplit, image_size: int, batch_size: int, train: bool, device: torch.device, workers: int = 2) -> DeviceDataLoader:
-    """Decode every file every epoch in DataLoader workers, as the blog post did, at draft scale (02, 'The input pipeline')."""
-    files = XrayFileDataset(split.paths, split.labels.tolist(), make_transforms(image_size, train), draft_size=image_size)
-    loader = torch.utils.data.DataLoader(files, batch_size=batch_size, shuffle=train, num_workers=workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+def make_classic_loader(split: XraySplit, image_size: int, batch_size: int, train: bool,
+                        device: torch.device, workers: int = 2) -> DeviceDataLoader:
+    """Decode every file in every epoch, in DataLoader workers (02, 'The input pipeline')."""
+    transform = make_transforms(image_size, train)
+    files = XrayFileDataset(split.paths, split.labels.tolist(), transform, draft_size=image_size)
+    loader = torch.utils.data.DataLoader(
+        files, batch_size=batch_size, shuffle=train, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     return DeviceDataLoader(loader, device)
 
 # 02_training_on_gpu.ipynb, section "The input pipeline: why decoding every epoch starves a GPU"
 class CachedBatchLoader:
-    """Batches from decoded pixels held on ``device``, augmented there (02, 'The input pipeline')."""
+    """Batches of decoded pixels held on ``device``, augmented there (02, 'The input pipeline')."""
 
-    def __init__(self, split: XraySplit, batch_size: int, device: torch.device, shuffle: bool = False, augment: bool = False,
-                 seed: int = 0, drop_last: bool = False):
-        pin = device.type == "cuda"  # page-locked memory speeds up copies to an NVIDIA GPU; Apple MPS shares memory
-        self.pixels = (split.pixels.pin_memory() if pin else split.pixels).to(device, non_blocking=True)
+    def __init__(self, split: XraySplit, batch_size: int, device: torch.device,
+                 shuffle: bool = False, augment: bool = False, seed: int = 0,
+                 drop_last: bool = False):
+        pin = device.type == "cuda"  # page-locked memory: faster copies to an NVIDIA GPU
+        pixels = split.pixels.pin_memory() if pin else split.pixels
+        self.pixels = pixels.to(device, non_blocking=True)
         self.labels = split.labels.to(device, non_blocking=True)
         self.batch_size, self.device = batch_size, device
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
@@ -286,7 +314,8 @@ class CachedBatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
+        shuffle = self.shuffle
+        order = torch.randperm(n, generator=self.generator, device=self.device) if shuffle else None
         for b in range(len(self)):
             index = slice(b * self.batch_size, min((b + 1) * self.batch_size, n))
             chosen = order[index] if order is not None else index
@@ -297,14 +326,18 @@ class CachedBatchLoader:
 
 # 02_training_on_gpu.ipynb, section "The input pipeline: why decoding every epoch starves a GPU"
 def synchronize(device: torch.device) -> None:
-    """Wait until the device has finished its queued work, so that a timing covers it (02, 'The input pipeline')."""
+    """Wait until the device has done its queued work, for timings (02, 'The input pipeline')."""
     if device.type != "cpu":
         getattr(torch, device.type).synchronize()  # torch.cuda, torch.mps or torch.xpu
 
 
-def images_per_second(step, batches: Iterable, warmup: int = 2, sync_device: torch.device | None = None, max_batches: int | None = None) -> float:
-    """Time ``step(batch)`` over ``batches`` (at most ``max_batches``) after ``warmup`` untimed ones; images/s (02, 'The input pipeline')."""
-    iterator = iter(batches) if max_batches is None else itertools.islice(batches, warmup + max_batches)
+def images_per_second(step, batches: Iterable, warmup: int = 2,
+                      sync_device: torch.device | None = None,
+                      max_batches: int | None = None) -> float:
+    """Images/s of ``step(batch)`` over ``batches``, after warm-up (02, 'The input pipeline')."""
+    if max_batches is not None:
+        batches = itertools.islice(batches, warmup + max_batches)
+    iterator = iter(batches)
     for _ in range(warmup):
         step(next(iterator))
     if sync_device is not None:
@@ -318,13 +351,14 @@ def images_per_second(step, batches: Iterable, warmup: int = 2, sync_device: tor
     return count / (time.perf_counter() - start)
 
 # 02_training_on_gpu.ipynb, section "The model"
-def correct_predictions(probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def correct_predictions(probs: torch.Tensor, labels: torch.Tensor,
+                        threshold: float = 0.5) -> torch.Tensor:
     """True where the prediction ``probs >= threshold`` matches the label (02, 'The model')."""
     return (probs >= threshold).long() == labels.long()
 
 
 def accuracy(probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """The fraction of correct predictions over all samples at once, never per batch (02, 'The model')."""
+    """The fraction of correct predictions over all samples, never per batch (02, 'The model')."""
     return correct_predictions(probs, labels, threshold).float().mean()
 
 # 02_training_on_gpu.ipynb, section "The model"
@@ -336,29 +370,36 @@ class BinaryClassificationBase(nn.Module):
     def training_step(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         """Mean loss on one batch."""
         images, targets = batch
-        return F.binary_cross_entropy_with_logits(self(images).float(), targets.float(), pos_weight=self.pos_weight)
+        logits = self(images).float()
+        targets = targets.float()
+        return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.pos_weight)
 
     def validation_step(self, batch: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Summed loss, correct count and sample count on one batch (kept on the device: no sync)."""
+        """Summed loss, correct count and sample count of one batch, kept on the device."""
         images, targets = batch
-        logits = self(images).float()
-        loss = F.binary_cross_entropy_with_logits(logits, targets.float(), pos_weight=self.pos_weight, reduction="sum")
+        logits, targets = self(images).float(), targets.float()
+        loss = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.pos_weight,
+                                                  reduction="sum")
         correct = correct_predictions(torch.sigmoid(logits), targets).sum()
-        return {"loss_sum": loss.detach(), "correct": correct, "count": torch.tensor(len(targets), device=logits.device)}
+        count = torch.tensor(len(targets), device=logits.device)
+        return {"loss_sum": loss.detach(), "correct": correct, "count": count}
 
     def validation_epoch_end(self, outputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Combine batches exactly: totals over all samples, not a mean of batch means."""
-        totals = {key: torch.stack([o[key].float() for o in outputs]).sum() for key in ("loss_sum", "correct", "count")}
+        totals = {key: torch.stack([o[key].float() for o in outputs]).sum()
+                  for key in ("loss_sum", "correct", "count")}
         count = totals["count"].item()
-        return {"val_loss": totals["loss_sum"].item() / count, "val_acc": totals["correct"].item() / count}
+        return {"val_loss": totals["loss_sum"].item() / count,
+                "val_acc": totals["correct"].item() / count}
 
     def epoch_end(self, epoch: int, result: dict[str, Any]) -> None:
         """Print one line of progress."""
-        print(f"Epoch [{epoch}], train_loss: {result['train_loss']:.4f}, val_loss: {result['val_loss']:.4f}, val_acc: {result['val_acc']:.4f}")
+        print(f"Epoch [{epoch}], train_loss: {result['train_loss']:.4f}, "
+              f"val_loss: {result['val_loss']:.4f}, val_acc: {result['val_acc']:.4f}")
 
 # 02_training_on_gpu.ipynb, section "The model"
 def fold_rgb_conv(conv: nn.Conv2d, mean: Sequence[float], std: Sequence[float]) -> nn.Conv2d:
-    """A 1-channel conv equal to: grey image -> 3 equal channels -> normalise -> ``conv`` (02, 'The model')."""
+    """A 1-channel conv equal to: grey -> 3 channels -> normalise -> conv (02, 'The model')."""
     weight = conv.weight.detach()
     mean_t = torch.tensor(mean, dtype=weight.dtype).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=weight.dtype).view(1, 3, 1, 1)
@@ -370,29 +411,28 @@ def fold_rgb_conv(conv: nn.Conv2d, mean: Sequence[float], std: Sequence[float]) 
 
 # 02_training_on_gpu.ipynb, section "The model"
 class PneumoniaCnnModel(BinaryClassificationBase):
-    """A ResNet50 (or the ResNet ``arch`` names) with a new one-logit head, for grey images in [0, 1] (02, 'The model')."""
+    """A ResNet with a new one-logit head, for grey images in [0, 1] (02, 'The model')."""
 
-    def __init__(self, state_dict: dict[str, torch.Tensor] | None = None, pos_weight: float = 1.0, freeze_backbone: bool = False,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, arch: str = "resnet50"):
+    def __init__(self, state_dict: dict[str, torch.Tensor] | None = None, pos_weight: float = 1.0,
+                 freeze_backbone: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, arch: str = "resnet50"):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)} (CXR_ARCH), got {arch!r}")
-        self.arch, self.network = arch, models.get_model(arch, weights=None)  # the architecture, randomly initialised
+        self.arch, self.network = arch, models.get_model(arch, weights=None)  # random weights
         if state_dict is not None:
             self.network.load_state_dict(state_dict)  # the ImageNet weights, when we have them
-        self.network.conv1 = fold_rgb_conv(self.network.conv1, mean, std)  # 1 grey channel in, normalisation inside
-        self.network.fc = nn.Linear(self.network.fc.in_features, 1)  # the new head: 2048 (ResNet50) or 512 features -> 1 logit
+        self.network.conv1 = fold_rgb_conv(self.network.conv1, mean, std)  # 1 grey channel in
+        self.network.fc = nn.Linear(self.network.fc.in_features, 1)  # the new head: 1 logit
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
-        self.frozen = False
-        if freeze_backbone:
-            self.freeze()
+        self.freeze(freeze_backbone)
 
     def forward(self, xb: torch.Tensor) -> torch.Tensor:
         """Logits, shape (N,), for images (N, 1, H, W) in [0, 1]."""
         return self.network(xb).squeeze(1)
 
     def freeze(self, frozen: bool = True) -> None:
-        """Train only the head (its backbone's weights and batch-norm statistics fixed), or every layer."""
+        """Train only the head (backbone weights and batch-norm statistics fixed), or all layers."""
         self.frozen = frozen
         for name, param in self.network.named_parameters():
             param.requires_grad = not frozen or name.startswith("fc.")
@@ -408,16 +448,17 @@ class PneumoniaCnnModel(BinaryClassificationBase):
 
 # 02_training_on_gpu.ipynb, section "The model"
 def resolve_train_mode(train_mode: str, device: torch.device, pretrained_loaded: bool) -> str:
-    """'finetune' or 'feature_extractor' for 'auto': fine-tune on a GPU, freeze on a CPU, never freeze random weights (02, 'The model')."""
+    """'auto': fine-tune on a GPU, freeze on a CPU, never random weights (02, 'The model')."""
     if train_mode != "auto":
         if train_mode == "feature_extractor" and not pretrained_loaded:
-            warnings.warn("Freezing a randomly initialised backbone: only the head will learn, from random features.", stacklevel=2)
+            warnings.warn("Freezing a randomly initialised backbone: only the head will learn, "
+                          "from random features.", stacklevel=2)
         return train_mode
     return "feature_extractor" if pretrained_loaded and device.type == "cpu" else "finetune"
 
 
 def class_balance_pos_weight(labels: torch.Tensor) -> float:
-    """pos_weight for BCE that gives both classes equal total weight: #NORMAL / #PNEUMONIA (02, 'The model')."""
+    """pos_weight giving both classes equal weight: #NORMAL / #PNEUMONIA (02, 'The model')."""
     positives = int(labels.sum())
     return (len(labels) - positives) / max(positives, 1)
 
@@ -429,21 +470,32 @@ def get_lr(optimizer: torch.optim.Optimizer) -> float:
     raise ValueError("optimizer has no parameter groups")
 
 
-def autocast_settings(device: torch.device) -> tuple[bool, torch.dtype]:
-    """(use autocast, dtype): bf16 where the GPU has it, fp16 on older NVIDIA GPUs, float32 elsewhere (02, 'Training')."""
+def native_precision(device: torch.device) -> str:
+    """The 16-bit format the device computes natively (bf16, fp16), else fp32 (02, 'Training')."""
     if device.type == "cuda":
-        return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "xpu" and torch.xpu.is_bf16_supported():
-        return True, torch.bfloat16
-    return False, torch.float32  # the CPU, and Apple MPS: full precision (mixed precision there is not measured yet)
+        major, _ = torch.cuda.get_device_capability(device)  # NVIDIA's compute capability
+        return "bf16" if major >= 8 else "fp16" if major >= 7 else "fp32"  # A100+; V100, T4; older
+    if device.type == "xpu" and devices.xpu_has_native_bf16():
+        return "bf16"
+    return "fp32"  # the CPU, and Apple MPS (mixed precision there is not measured yet)
+
+
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[bool, torch.dtype]:
+    """(use autocast, dtype) for ``precision``; 'auto': the device's native one (02, 'Training')."""
+    dtype = PRECISION_DTYPES[native_precision(device) if precision == "auto" else precision]
+    return dtype != torch.float32, dtype
 
 
 @torch.no_grad()
-def evaluate(model: BinaryClassificationBase, val_loader: Iterable) -> dict[str, float]:
+def evaluate(model: BinaryClassificationBase, val_loader: Iterable,
+             precision: str = "auto") -> dict[str, float]:
     """Validation loss and accuracy over every sample of ``val_loader`` (02, 'Training')."""
     model.eval()
     device = next(model.parameters()).device
-    use_amp, dtype = autocast_settings(device)
+    use_amp, dtype = autocast_settings(device, precision)
     with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
         outputs = [model.validation_step(batch) for batch in val_loader]
     return model.validation_epoch_end(outputs)
@@ -452,23 +504,24 @@ def evaluate(model: BinaryClassificationBase, val_loader: Iterable) -> dict[str,
 def train_one_epoch(
     model: BinaryClassificationBase, train_loader: Iterable, optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-    grad_clip: float | None = None, desc: str = "epoch", progress: bool = True,
+    grad_clip: float | None = None, precision: str = "auto", desc: str = "epoch",
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """One pass over the training data, a step per batch: loss, learning rates, speed (02, 'Training')."""
+    """One pass over the training data, a step per batch; loss, rates, speed (02, 'Training')."""
     device = next(model.parameters()).device
-    use_amp, dtype = autocast_settings(device)
+    use_amp, dtype = autocast_settings(device, precision)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model.train()
     losses, lrs, seen, start = [], [], 0, time.perf_counter()
     for batch in progress_bar(train_loader, desc=desc, disable=not progress, leave=False):
         with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
             loss = model.training_step(batch)
-        scaler.scale(loss).backward()
+        scaler.scale(loss).backward()  # fp16: loss times a large factor: no gradient underflows
         if grad_clip:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_value_(params, grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        scaler.step(optimizer)  # fp16: skipped when a gradient is inf or NaN
+        scaler.update()  # fp16: a smaller factor after a skip, a larger one after many good steps
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.detach())  # stays on the device: no waiting for the GPU inside the loop
         lrs.append(get_lr(optimizer))
@@ -476,83 +529,94 @@ def train_one_epoch(
         seen += len(batch[1])
     synchronize(device)
     seconds = time.perf_counter() - start  # training only; validation is not counted
-    return {"train_loss": torch.stack(losses).mean().item(), "lrs": lrs, "seconds": round(seconds, 2),
-            "images_per_s": round(seen / seconds, 1)}
+    return {"train_loss": torch.stack(losses).mean().item(), "lrs": lrs,
+            "seconds": round(seconds, 2), "images_per_s": round(seen / seconds, 1)}
 
 # 02_training_on_gpu.ipynb, section "Training"
 def fit(
-    epochs: int, max_lr: float, model: BinaryClassificationBase, train_loader: Iterable, val_loader: Iterable,
-    weight_decay: float = 0, grad_clip: float | None = None, opt_func: type[torch.optim.Optimizer] = torch.optim.SGD,
+    epochs: int, max_lr: float, model: BinaryClassificationBase, train_loader: Iterable,
+    val_loader: Iterable, weight_decay: float = 0, grad_clip: float | None = None,
+    opt_func: type[torch.optim.Optimizer] = torch.optim.SGD, precision: str = "auto",
     keep_best: bool = True, progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Train with a one-cycle schedule and return one dict per epoch, as in the blog post (02, 'Training')."""
+    """Train with a one-cycle schedule; one dict per epoch, as in the blog post (02, 'Training')."""
     device = next(model.parameters()).device
-    use_amp, dtype = autocast_settings(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and dtype == torch.float16)  # only fp16 needs it
-    optimizer = opt_func([p for p in model.parameters() if p.requires_grad], max_lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, epochs=epochs, steps_per_epoch=len(train_loader))
+    use_amp, dtype = autocast_settings(device, precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and dtype == torch.float16)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = opt_func(trainable, max_lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, epochs=epochs,
+                                                   steps_per_epoch=len(train_loader))
     history, best_loss, best_state = [], math.inf, None
     for epoch in range(epochs):
-        result = train_one_epoch(model, train_loader, optimizer, schedule, scaler, grad_clip, f"epoch {epoch}", progress)
-        result.update(evaluate(model, val_loader), epoch=epoch)
+        result = train_one_epoch(model, train_loader, optimizer, schedule, scaler, grad_clip,
+                                 precision, f"epoch {epoch}", progress)
+        result.update(evaluate(model, val_loader, precision), epoch=epoch)
         model.epoch_end(epoch, result)
         history.append(result)
         if keep_best and result["val_loss"] < best_loss:
-            best_loss, best_state = result["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_loss = result["val_loss"]
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
-        print(f"Restored the weights of epoch {best_epoch(history)['epoch']} (lowest val_loss {best_loss:.4f}).")
+        print(f"Restored the weights of epoch {best_epoch(history)['epoch']} "
+              f"(lowest val_loss {best_loss:.4f}).")
     return history
 
 # 02_training_on_gpu.ipynb, section "Precomputed features: a frozen backbone runs once"
 @torch.no_grad()
 def backbone_features(model: PneumoniaCnnModel, images: torch.Tensor) -> torch.Tensor:
-    """The pooled features (2048 for ResNet50) that the backbone hands its head, for a batch of images (02, 'Precomputed features')."""
+    """The pooled features the backbone hands its head, for a batch (02, 'Precomputed features')."""
     model.eval()  # batch norm uses its stored statistics, so an image's features never change
-    backbone = nn.Sequential(*list(model.network.children())[:-1])  # every layer up to the average pool; not fc
+    backbone = nn.Sequential(*list(model.network.children())[:-1])  # up to the average pool; not fc
     return backbone(images).flatten(1)
 
 
 class FeatureHead(BinaryClassificationBase):
-    """A model's own head, trained on stored features: training it trains ``model.network.fc`` (02, 'Precomputed features')."""
+    """Trains ``model.network.fc`` itself, on stored features (02, 'Precomputed features')."""
 
     def __init__(self, model: PneumoniaCnnModel):
         super().__init__()
-        self.fc, self.pos_weight = model.network.fc, model.pos_weight  # shared with the model, not copied
+        self.fc, self.pos_weight = model.network.fc, model.pos_weight  # the model's own, not copies
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features).squeeze(1)  # logits (N,), as model(images) gives for the images
 
 # 02_training_on_gpu.ipynb, section "Pitfall: accuracy averaged per batch"
 def per_batch_mean_accuracy(correct: Sequence[bool], batch_size: int) -> float:
-    """The blog post's way: the mean of per-batch accuracies, wrong when the last batch is smaller (02, 'Pitfall: accuracy averaged per batch')."""
+    """The blog post's mean of per-batch accuracies (02, 'Pitfall: accuracy averaged per batch')."""
     batches = [correct[i : i + batch_size] for i in range(0, len(correct), batch_size)]
     return float(np.mean([np.mean(b) for b in batches]))
 
 # 02_training_on_gpu.ipynb, section "Saving the checkpoint"
 def save_checkpoint(path: Path, model: PneumoniaCnnModel, metadata: dict[str, Any]) -> Path:
-    """Save the weights with everything needed to use them later, atomically (02, 'Saving the checkpoint')."""
-    meta = {"arch": model.arch, "image_size": None, "input": "1 grey channel in [0, 1], mean/std folded into conv1; 1 logit out",
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "class_names": list(CLASS_NAMES), "threshold": 0.5, **metadata}
+    """The weights and all needed to use them, saved atomically (02, 'Saving the checkpoint')."""
+    meta = {"arch": model.arch, "image_size": None,
+            "input": "1 grey channel in [0, 1], mean/std folded into conv1; 1 logit out",
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "class_names": list(CLASS_NAMES), "threshold": 0.5, **metadata}
     if not isinstance(meta["image_size"], int):
         raise ValueError("metadata must include image_size (the size the model was trained at)")
-    return checkpoints.write_checkpoint(path, model.state_dict(), meta)  # adds the file format, versions and time
+    return checkpoints.write_checkpoint(path, model.state_dict(), meta)  # + format, versions, time
 
 # 03_test_predictions.ipynb, section "Loading the checkpoint, safely"
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[PneumoniaCnnModel, dict[str, Any]]:
-    """(model in eval mode on ``device``, metadata) from a checkpoint of ``save_checkpoint`` (03, 'Loading the checkpoint')."""
-    state_dict, meta = checkpoints.read_checkpoint(path, ARCHS)  # torch.load(weights_only=True): no code runs
+def load_checkpoint(path: Path,
+                    device: torch.device | str = "cpu") -> tuple[PneumoniaCnnModel, dict[str, Any]]:
+    """(eval-mode model on ``device``, metadata) of a checkpoint (03, 'Loading the checkpoint')."""
+    # torch.load(weights_only=True): no code runs
+    state_dict, meta = checkpoints.read_checkpoint(path, ARCHS)
     model = PneumoniaCnnModel(arch=meta["arch"])  # random weights, all overwritten below
     try:
         model.load_state_dict(state_dict)
     except (RuntimeError, TypeError) as err:
-        raise checkpoints.CheckpointError(f"{path} does not fit PneumoniaCnnModel: {str(err)[:400]}. Re-run notebook 02.") from None
+        raise checkpoints.CheckpointError(f"{path} does not fit PneumoniaCnnModel: "
+                                          f"{str(err)[:400]}. Re-run notebook 02.") from None
     return model.to(device).eval(), meta
 
 # 03_test_predictions.ipynb, section "Predicting a whole split"
 @torch.no_grad()
 def predict_dl(dl: Iterable, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities of PNEUMONIA and the true labels for every sample of a loader (03, 'Predicting a whole split')."""
+    """A loader's PNEUMONIA probabilities and true labels (03, 'Predicting a whole split')."""
     model.eval()
     device = next(model.parameters()).device
     use_amp, dtype = autocast_settings(device)
@@ -565,7 +629,7 @@ def predict_dl(dl: Iterable, model: nn.Module) -> tuple[torch.Tensor, torch.Tens
 
 # 03_test_predictions.ipynb, section "Choosing the decision threshold, on validation data only"
 def choose_threshold(labels, probs, method: str = "youden", min_sensitivity: float = 0.95) -> float:
-    """Pick a decision threshold on VALIDATION predictions: Youden's J or a minimum sensitivity (03, 'Choosing the decision threshold')."""
+    """Pick on VALIDATION: Youden's J or min sensitivity (03, 'Choosing the decision threshold')."""
     y = np.asarray(labels).astype(int)
     if len(set(y.tolist())) < 2:
         raise ValueError("Choosing a threshold needs both classes in the validation labels.")
@@ -580,8 +644,9 @@ def choose_threshold(labels, probs, method: str = "youden", min_sensitivity: flo
     raise ValueError(f"unknown method {method!r}; use 'youden' or 'sensitivity'")
 
 # 03_test_predictions.ipynb, section "Metrics"
-def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    """Accuracy, sensitivity, specificity, precision, F1, ROC AUC and the confusion matrix; NaN where undefined (03, 'Metrics')."""
+def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray,
+                   threshold: float = 0.5) -> dict[str, Any]:
+    """Metrics at ``threshold``, ROC AUC, confusion matrix; NaN where undefined (03, 'Metrics')."""
     y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
     pred = (p >= threshold).astype(int)
     tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
@@ -602,11 +667,13 @@ def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | 
 METRIC_NAMES = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
 
 # 03_test_predictions.ipynb, section "Metrics"
-def bootstrap_ci(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+def bootstrap_ci(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95,
                  groups: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals for each metric; with ``groups`` whole patients are resampled (03, 'Metrics')."""
+    """Percentile bootstrap intervals per metric; by patient given ``groups`` (03, 'Metrics')."""
     y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
-    keys = range(len(y)) if groups is None else list(groups)  # one key per image: its patient, or itself
+    # one key per image: its patient, or itself
+    keys = range(len(y)) if groups is None else list(groups)
     members: dict[Any, list[int]] = defaultdict(list)
     for index, key in enumerate(keys):
         members[key].append(index)
@@ -621,60 +688,75 @@ def bootstrap_ci(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed
         for name in METRIC_NAMES:
             samples[name].append(result[name])
     tail = (1 - level) / 2 * 100
-    defined = {name: np.asarray(values, dtype=float)[~np.isnan(values)] for name, values in samples.items()}  # NaN: undefined in that draw
-    return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if len(v) else (float("nan"),) * 2
-            for name, v in defined.items()}
+    # NaN: undefined in that draw
+    defined = {name: np.asarray(values, dtype=float)[~np.isnan(values)]
+               for name, values in samples.items()}
+    return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if len(v)
+            else (float("nan"),) * 2 for name, v in defined.items()}
 
 
-def metrics_with_ci(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0, groups: Sequence[str] | None = None) -> dict[str, Any]:
-    """``binary_metrics`` plus a ``ci`` entry of 95% bootstrap intervals, by patient when ``groups`` is given (03, 'Metrics')."""
+def metrics_with_ci(labels, probs, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0,
+                    groups: Sequence[str] | None = None) -> dict[str, Any]:
+    """``binary_metrics`` plus 95% intervals ``ci``, by patient given ``groups`` (03, 'Metrics')."""
     result = binary_metrics(labels, probs, threshold)
-    result["ci"] = {k: list(v) for k, v in bootstrap_ci(labels, probs, threshold, n_boot, seed, groups=groups).items()}
+    intervals = bootstrap_ci(labels, probs, threshold, n_boot, seed, groups=groups)
+    result["ci"] = {k: list(v) for k, v in intervals.items()}
     result["ci_resamples"] = "patients" if groups is not None else "images"
     return result
 
 # 03_test_predictions.ipynb, section "Calibration: do the probabilities mean what they say?"
 def calibration(labels, probs, n_bins: int = 10) -> dict[str, Any]:
-    """Brier score, expected calibration error and the reliability curve of predicted probabilities (03, 'Calibration')."""
+    """Brier score, expected calibration error (ECE) and reliability curve (03, 'Calibration')."""
     from sklearn.calibration import calibration_curve
 
     y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)  # equal-width bins, as calibration_curve uses
-    ece = sum((bins == b).mean() * abs(y[bins == b].mean() - p[bins == b].mean()) for b in np.unique(bins))
+    # equal-width bins, as calibration_curve uses
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    ece = sum((bins == b).mean() * abs(y[bins == b].mean() - p[bins == b].mean())
+              for b in np.unique(bins))
     fraction_positive, mean_predicted = calibration_curve(y, p, n_bins=n_bins)
     return {"brier": float(skm.brier_score_loss(y, p)), "ece": float(ece), "n": len(y),
-            "mean_predicted": mean_predicted.tolist(), "fraction_positive": fraction_positive.tolist()}
+            "mean_predicted": mean_predicted.tolist(),
+            "fraction_positive": fraction_positive.tolist()}
 
 # 03_test_predictions.ipynb, section "Calibration: do the probabilities mean what they say?"
 def shift_prevalence(probs, from_share: float, to_share: float) -> torch.Tensor:
     """Probabilities moved by Bayes' rule to another share of positives (03, 'Calibration')."""
     if not (0 < from_share < 1 and 0 < to_share < 1):
-        raise ValueError(f"class shares must lie strictly between 0 and 1, got {from_share}, {to_share}")
+        raise ValueError("class shares must lie strictly between 0 and 1, "
+                         f"got {from_share}, {to_share}")
     p = torch.as_tensor(probs, dtype=torch.float64).clamp(1e-7, 1 - 1e-7)
     shift = math.log(to_share / (1 - to_share)) - math.log(from_share / (1 - from_share))
     return torch.sigmoid(torch.logit(p) + shift)
 
 # 03_test_predictions.ipynb, section "Where does the model look? Grad-CAM"
 def gradcam_layer(model: PneumoniaCnnModel, image_size: int, min_cells: int = 7) -> nn.Module:
-    """The deepest ResNet block whose map is ``min_cells`` or more a side: layer4 at 224 px, layer2 at 64 px (03, 'Where does the model look? Grad-CAM')."""
-    for stage, stride in ((model.network.layer4, 32), (model.network.layer3, 16), (model.network.layer2, 8)):
+    """Deepest block at least ``min_cells`` a side (03, 'Where does the model look? Grad-CAM')."""
+    # a ResNet block's map is image_size // stride a side: layer4 at 224 px, layer2 at 64 px
+    net = model.network
+    for stage, stride in ((net.layer4, 32), (net.layer3, 16), (net.layer2, 8)):
         if image_size // stride >= min_cells:
             return stage[-1]
-    return model.network.layer1[-1]
+    return net.layer1[-1]
 
 
-def gradcam(model: PneumoniaCnnModel, images: torch.Tensor, target_class: int = 1, layer: nn.Module | None = None) -> np.ndarray:
-    """Grad-CAM heatmaps (N x H x W, in [0, 1]) of ``layer`` (by default ``gradcam_layer``'s), via pytorch-grad-cam (03, 'Where does the model look? Grad-CAM')."""
+def gradcam(model: PneumoniaCnnModel, images: torch.Tensor, target_class: int = 1,
+            layer: nn.Module | None = None) -> np.ndarray:
+    """Grad-CAM heatmaps, N x H x W, in [0, 1] (03, 'Where does the model look? Grad-CAM')."""
     from pytorch_grad_cam import GradCAM  # imported here: only this lesson needs the package
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
     model.eval()
-    with GradCAM(model=model, target_layers=[layer or gradcam_layer(model, images.shape[-1])]) as cam:
-        return cam(input_tensor=images, targets=[BinaryClassifierOutputTarget(target_class)] * len(images))
+    targets = [BinaryClassifierOutputTarget(target_class)] * len(images)
+    layer = layer or gradcam_layer(model, images.shape[-1])
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        return cam(input_tensor=images, targets=targets)
 
 # 03_test_predictions.ipynb, section "One image at a time: `predict_image`"
-def predict_image(image: Path | str | Image.Image, model: PneumoniaCnnModel, metadata: dict[str, Any], device: torch.device, heatmap: bool = False) -> dict[str, Any]:
-    """Probability, label and optionally a Grad-CAM heatmap for one image, preprocessed as in training (03, 'One image')."""
+def predict_image(image: Path | str | Image.Image, model: PneumoniaCnnModel,
+                  metadata: dict[str, Any], device: torch.device,
+                  heatmap: bool = False) -> dict[str, Any]:
+    """One image as in training: probability, label and optionally a heatmap (03, 'One image')."""
     size = int(metadata["image_size"])
     if isinstance(image, Image.Image):
         pixels = np.asarray(to_grayscale(image).resize((size, size), Image.Resampling.BILINEAR))
@@ -688,33 +770,43 @@ def predict_image(image: Path | str | Image.Image, model: PneumoniaCnnModel, met
     with torch.no_grad():
         prob = float(torch.sigmoid(model(batch).float())[0])
     threshold = float(metadata.get("threshold", 0.5))
-    result = {"probability": prob, "label": decode_label(int(prob >= threshold), metadata.get("class_names", CLASS_NAMES)), "threshold": threshold}
+    label = decode_label(int(prob >= threshold), metadata.get("class_names", CLASS_NAMES))
+    result = {"probability": prob, "label": label, "threshold": threshold}
     if heatmap:
         result["heatmap"] = gradcam(model, batch)[0]
     return result
 
 # 04_jovian_logging.ipynb, section "Logging to Jovian, safely"
 def jovian_payload(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """What the blog post logs to Jovian, read from a run record: hyperparameters and metrics (04, 'Logging to Jovian')."""
+    """Hyperparameters and metrics for Jovian, read from a run record (04, 'Logging to Jovian')."""
     hp = record.get("hyperparams", {})
     best = best_epoch(record.get("history") or []) or {}  # the epoch whose weights fit kept
     test = (record.get("test") or {}).get("chosen_threshold") or {}
-    hyperparams = {"arch": hp.get("arch"), "weights": hp.get("weights"), "epochs": hp.get("epochs"), "lr": hp.get("max_lr"), "scheduler": hp.get("scheduler"),
-                   "weight_decay": hp.get("weight_decay"), "grad_clip": hp.get("grad_clip"), "opt": hp.get("opt")}
-    metrics = {"train_loss": best.get("train_loss"), "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_acc"),
-               "test_accuracy": test.get("accuracy"), "test_sensitivity": test.get("sensitivity"),
-               "test_specificity": test.get("specificity"), "test_roc_auc": test.get("roc_auc"), "threshold": test.get("threshold")}
+    hyperparams = {"arch": hp.get("arch"), "weights": hp.get("weights"), "epochs": hp.get("epochs"),
+                   "lr": hp.get("max_lr"), "scheduler": hp.get("scheduler"),
+                   "weight_decay": hp.get("weight_decay"), "grad_clip": hp.get("grad_clip"),
+                   "opt": hp.get("opt")}
+    metrics = {"train_loss": best.get("train_loss"), "val_loss": best.get("val_loss"),
+               "val_accuracy": best.get("val_acc"), "test_accuracy": test.get("accuracy"),
+               "test_sensitivity": test.get("sensitivity"),
+               "test_specificity": test.get("specificity"), "test_roc_auc": test.get("roc_auc"),
+               "threshold": test.get("threshold")}
     return {"hyperparams": hyperparams, "metrics": metrics}
 
 # 04_jovian_logging.ipynb, section "Logging to Jovian, safely"
-def log_to_jovian(record: dict[str, Any], project: str, outputs: Sequence[Path] = (), commit: bool = True, timeout_s: float = 5.0, upload_timeout_s: float = 120.0) -> dict[str, Any]:
-    """Log a run with the blog post's three Jovian calls, only when Jovian is configured and reachable (04, 'Logging to Jovian')."""
+def log_to_jovian(record: dict[str, Any], project: str, outputs: Sequence[Path] = (),
+                  commit: bool = True, timeout_s: float = 5.0,
+                  upload_timeout_s: float = 120.0) -> dict[str, Any]:
+    """Log like the blog post, if Jovian is configured and reachable (04, 'Logging to Jovian')."""
     payload = jovian_payload(record)
-    ready, reason = jovian_transport.jovian_status(timeout_s)  # at most timeout_s seconds, whatever the server does
+    # at most timeout_s seconds, whatever the server does
+    ready, reason = jovian_transport.jovian_status(timeout_s)
     print(reason)
     if not ready:
-        print(f"Not logged to Jovian. This is what would have been logged:\n{json.dumps(payload, indent=1)}\n"
-              "To enable: `jovian configure` (stores your API key in ~/.jovian/credentials.json), then re-run.")
+        print("Not logged to Jovian. This is what would have been logged:\n"
+              f"{json.dumps(payload, indent=1)}\n"
+              "To enable: `jovian configure` (stores your API key in ~/.jovian/credentials.json), "
+              "then re-run.")
         return {"logged": False, "reason": reason, "payload": payload}
 
     def upload() -> None:  # the blog post's three calls
@@ -724,7 +816,8 @@ def log_to_jovian(record: dict[str, Any], project: str, outputs: Sequence[Path] 
         if commit:
             jovian.commit(project=project, environment=None, outputs=[str(p) for p in outputs])
 
-    failure = jovian_transport.run_with_deadline(upload, upload_timeout_s)  # the client's uploads have no timeout
+    # the client's uploads have no timeout
+    failure = jovian_transport.run_with_deadline(upload, upload_timeout_s)
     if failure:  # the upload is optional: report, keep going
         message = f"Jovian upload failed ({failure}); the local record is intact."
         print(message)
@@ -733,19 +826,23 @@ def log_to_jovian(record: dict[str, Any], project: str, outputs: Sequence[Path] 
 
 # 04_jovian_logging.ipynb, section "Your own records: comparing runs"
 def compare_runs(run_records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per run: data, network, settings that often differ, best validation and test metrics (04, 'Your own records')."""
+    """One row per run: data, settings, best validation, test metrics (04, 'Your own records')."""
     rows = []
     for r in run_records:
         model, hyperparams = r.get("model", {}), r.get("hyperparams", {})
         kept = best_epoch(r.get("history") or []) or {}  # the epoch whose weights fit kept
-        test = (r.get("test") or {}).get("chosen_threshold") or {}  # notebook 3, threshold from validation
+        # notebook 3, threshold from validation
+        test = (r.get("test") or {}).get("chosen_threshold") or {}
         rows.append({
-            "run_id": r.get("run_id"), "data": "synthetic" if r.get("dataset", {}).get("synthetic") else "real",
-            "arch": model.get("arch"), "weights": "imagenet" if model.get("pretrained") else "random",
+            "run_id": r.get("run_id"),
+            "data": "synthetic" if r.get("dataset", {}).get("synthetic") else "real",
+            "arch": model.get("arch"),
+            "weights": "imagenet" if model.get("pretrained") else "random",
             "mode": model.get("train_mode"), "size": r.get("config", {}).get("image_size"),
             "epochs": len(r.get("history") or []), "max_lr": hyperparams.get("max_lr"),
             "pos_weight": model.get("pos_weight"), "best_val_loss": kept.get("val_loss", math.nan),
             **{f"test_{short}": test.get(name, math.nan) for short, name in
-               [("acc", "accuracy"), ("sens", "sensitivity"), ("spec", "specificity"), ("auc", "roc_auc")]},
+               [("acc", "accuracy"), ("sens", "sensitivity"), ("spec", "specificity"),
+                ("auc", "roc_auc")]},
         })
     return rows

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the support package's.
+# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the
+# support package's.
 from cxr_support.dataset import CLASS_NAMES
 from cxr_support.synthetic import _patient_anatomy, synthetic_xray
 from cxr_utils import autocast_settings
@@ -25,7 +26,10 @@ T = TypeVar("T")
 
 
 def jpeg_name(i: int) -> Path:
-    """Where image ``i`` lives under a ``train`` folder: 3 PNEUMONIA : 1 NORMAL, as in the real data."""
+    """Where image ``i`` lives under a ``train`` folder.
+
+    3 PNEUMONIA : 1 NORMAL, as in the real data.
+    """
     label = int(i % 4 != 0)
     return Path(CLASS_NAMES[label]) / f"person{i}_bacteria_1.jpeg"
 
@@ -81,7 +85,8 @@ def write_fullsize_jpeg(root: Path, i: int, seed: int = 0) -> None:
     path = root / jpeg_name(i)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     image.save(partial, format="JPEG", quality=quality)
-    os.replace(partial, path)  # a killed run never leaves a truncated file that a later run would reuse
+    # a killed run never leaves a truncated file that a later run would reuse
+    os.replace(partial, path)
 
 
 def _write_chunk(root: Path, indices: list[int], seed: int) -> int:
@@ -90,13 +95,16 @@ def _write_chunk(root: Path, indices: list[int], seed: int) -> int:
     return len(indices)
 
 
-def make_fullsize_jpegs(folder: Path, n_images: int, seed: int = 0, workers: int | None = None, pool: Path | None = None) -> Path:
-    """Write ``n_images`` X-ray-like JPEGs in the Kaggle class layout under ``folder/train``; return that folder.
+def make_fullsize_jpegs(
+    folder: Path, n_images: int, seed: int = 0, workers: int | None = None, pool: Path | None = None
+) -> Path:
+    """Write ``n_images`` X-ray-like JPEGs under ``folder/train``; return that folder.
 
-    ``workers`` processes share the work (default: every CPU core); the files do not depend
-    on it. With ``pool``, the files are written there once, kept between calls and runs
-    (only missing ones are made), and ``folder/train`` holds symbolic links to the first
-    ``n_images`` of them, so several benchmarks can share one set of files.
+    The files are in the Kaggle class layout. ``workers`` processes share the work (default:
+    every CPU core); the files do not depend on it. With ``pool``, the files are written there
+    once, kept between calls and runs (only missing ones are made), and ``folder/train`` holds
+    symbolic links to the first ``n_images`` of them, so several benchmarks can share one set
+    of files.
     """
     # a pool's folder names the generator's version: files of an earlier one are never reused
     pooled = Path(pool or ".") / f"v{GENERATOR_VERSION}-seed{seed}"
@@ -108,7 +116,8 @@ def make_fullsize_jpegs(folder: Path, n_images: int, seed: int = 0, workers: int
     if workers == 1:
         _write_chunk(store, missing, seed)
     elif missing:
-        chunks = [missing[k::workers * 4] for k in range(workers * 4)]  # interleaved: equal work per chunk
+        # interleaved: equal work per chunk
+        chunks = [missing[k::workers * 4] for k in range(workers * 4)]
         with ProcessPoolExecutor(workers) as executor:
             list(executor.map(_write_chunk, [store] * len(chunks), chunks, [seed] * len(chunks)))
     if pool is None:
@@ -122,31 +131,51 @@ def make_fullsize_jpegs(folder: Path, n_images: int, seed: int = 0, workers: int
 
 
 def prepare_jpegs(args: argparse.Namespace, folder: Path) -> Path:
-    """Make (or link from ``args.jpeg_pool``) ``args.images`` JPEGs under ``folder``; say how long it took; return train/."""
-    seconds, root = timed(lambda: make_fullsize_jpegs(folder, args.images, workers=args.workers, pool=args.jpeg_pool))
+    """Make (or link from ``args.jpeg_pool``) ``args.images`` JPEGs under ``folder``.
+
+    Say how long it took; return train/.
+    """
+    seconds, root = timed(
+        lambda: make_fullsize_jpegs(folder, args.images, workers=args.workers, pool=args.jpeg_pool)
+    )
     megabytes = sum(p.stat().st_size for p in root.rglob("*.jpeg")) / 1e6
-    print(f"{args.images} JPEGs ({megabytes:.0f} MB) ready in {seconds:.1f} s, before any timer; pool {args.jpeg_pool or '-'}")
+    print(
+        f"{args.images} JPEGs ({megabytes:.0f} MB) ready in {seconds:.1f} s, before any timer; "
+        f"pool {args.jpeg_pool or '-'}"
+    )
     return root
 
 
 def machine() -> str:
     """One line naming the machine the figures come from."""
-    line = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, torch {torch.__version__}"
+    line = (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
     if torch.cuda.is_available():
         line += f", GPU {torch.cuda.get_device_name()}"
     return line
 
 
-def precision(device: torch.device) -> str:
-    """The autocast dtype that `fit` uses on ``device``, or 'fp32' when it uses none."""
-    use_amp, dtype = autocast_settings(device)
+def precision(device: torch.device, choice: str = "auto") -> str:
+    """The autocast dtype that `fit` uses on ``device`` for ``choice``, or 'fp32' when none."""
+    use_amp, dtype = autocast_settings(device, choice)
     return str(dtype).removeprefix("torch.") + " autocast" if use_amp else "fp32"
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:
-    """The options every benchmark that generates JPEGs shares: generation processes, a reusable pool, a JSON file."""
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes that generate the JPEGs")
-    parser.add_argument("--jpeg-pool", type=Path, help="keep the generated JPEGs here, to reuse (default: a temporary folder)")
+    """The options every benchmark that generates JPEGs shares.
+
+    Generation processes, a reusable pool, a JSON file.
+    """
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes that generate the JPEGs"
+    )
+    parser.add_argument(
+        "--jpeg-pool",
+        type=Path,
+        help="keep the generated JPEGs here, to reuse (default: a temporary folder)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
 
 
@@ -154,7 +183,8 @@ def write_json(path: Path | None, args: argparse.Namespace, results: dict) -> No
     """Write the machine, the settings and ``results`` to ``path`` (nothing when it is None)."""
     if path is not None:
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        path.write_text(json.dumps({"machine": machine(), "settings": settings, **results}, indent=1, default=float))
+        path.write_text(json.dumps({"machine": machine(), "settings": settings, **results},
+                                   indent=1, default=float))
 
 
 def timed(fn: Callable[[], T]) -> tuple[float, T]:

@@ -1,6 +1,7 @@
 """Notebook 02's training run at full size, as a plain script, then notebook 03's test metrics.
 
-    python benchmarks/full_run.py [--data-dir .gpudata/chest_xray] [--epochs 8] [--json results.json]
+    python benchmarks/full_run.py [--data-dir .gpudata/chest_xray] [--epochs 8]
+                                  [--json results.json]
 
 For machines without Jupyter: the same helpers in the same order as the notebooks' full mode
 (CXR_QUICK=0), with CXR_PRETRAINED=0 because the GPU machine has no network. Patient split
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +25,9 @@ from pathlib import Path
 import torch
 from common import machine, precision, write_json
 
-# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the support package's.
+# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the
+# support package's.
+from cxr_support.records import best_epoch
 from cxr_support.tables import Table, metrics_table
 from cxr_utils import (
     CachedBatchLoader,
@@ -48,56 +52,77 @@ METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc
 
 
 def train(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict:
-    """Notebook 02: data, loaders, model, `fit`; then notebook 03's threshold on validation and test metrics."""
+    """Notebook 02: data, loaders, model, `fit`.
+
+    Then notebook 03's threshold on validation and test metrics.
+    """
     seed_everything(args.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     start = time.perf_counter()
-    splits = prepare_data(args.data_dir, run_dir, args.size, args.seed, args.max_images, progress=False)
+    splits = prepare_data(args.data_dir, run_dir, args.size, args.seed, args.max_images,
+                          progress=False)
     data_s = time.perf_counter() - start
-    print(Table([{"split": name, "images": len(split), **split.class_counts()} for name, split in splits.items()]))
+    print(Table([{"split": name, "images": len(split), **split.class_counts()}
+                 for name, split in splits.items()]))
     print(f"data: patient split and decode-once cache in {data_s:.1f} s")
 
-    train_dl = CachedBatchLoader(splits["train"], args.batch_size, device, shuffle=True, augment=True, seed=args.seed)
+    train_dl = CachedBatchLoader(splits["train"], args.batch_size, device, shuffle=True,
+                                 augment=True, seed=args.seed)
     val_dl = CachedBatchLoader(splits["val"], args.batch_size * 2, device)
     test_dl = CachedBatchLoader(splits["test"], args.batch_size * 2, device)
     train_mode = resolve_train_mode("auto", device, pretrained_loaded=False)
     pos_weight = class_balance_pos_weight(splits["train"].labels)
-    model = PneumoniaCnnModel(None, pos_weight=pos_weight, freeze_backbone=train_mode == "feature_extractor")
+    model = PneumoniaCnnModel(None, pos_weight=pos_weight,
+                              freeze_backbone=train_mode == "feature_extractor")
     model = to_device(model, device).to(memory_format=torch.channels_last)
-    print(f"weights: random init (CXR_PRETRAINED=0); training mode: {train_mode}; pos_weight {pos_weight:.3f}")
+    print(f"weights: random init (CXR_PRETRAINED=0); training mode: {train_mode}; "
+          f"pos_weight {pos_weight:.3f}")
 
-    history = [evaluate(model, val_dl)]
+    history = [evaluate(model, val_dl, args.precision)]
     start = time.perf_counter()
-    history += fit(args.epochs, args.max_lr, model, train_dl, val_dl, weight_decay=1e-4, grad_clip=0.1,
-                   opt_func=torch.optim.Adam, progress=False)
+    history += fit(args.epochs, args.max_lr, model, train_dl, val_dl, weight_decay=1e-4,
+                   grad_clip=0.1, opt_func=torch.optim.Adam, precision=args.precision,
+                   progress=False)
+    nan_epochs = [h["epoch"] for h in history[1:]
+                  if not (math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]))]
+    print(f"epochs with a NaN or infinite loss: {nan_epochs or 'none'}")
     fit_s = time.perf_counter() - start
     epochs = history[1:]
     columns = ("epoch", "train_loss", "val_loss", "val_acc", "seconds", "images_per_s")
     print(Table([{k: h[k] for k in columns} for h in epochs], digits=4))
     majority = max(splits["val"].class_counts().values()) / len(splits["val"])
-    best_val_acc = max(h["val_acc"] for h in epochs)
-    print(f"fit: {fit_s:.1f} s for {args.epochs} epochs (training only: {sum(h['seconds'] for h in epochs):.1f} s)")
-    print(f"best val_acc {best_val_acc:.4f}; majority-class rate {majority:.4f} "
-          f"(notebook 02's check, best >= majority + 0.1: {'passed' if best_val_acc >= majority + 0.1 else 'FAILED'})")
+    best_val_acc = max(h["val_acc"] for h in epochs)  # of any epoch, not necessarily the kept one
+    kept = best_epoch(history)  # the epoch fit restored: the lowest validation loss
+    print(f"fit: {fit_s:.1f} s for {args.epochs} epochs "
+          f"(training only: {sum(h['seconds'] for h in epochs):.1f} s)")
+    print(f"kept epoch {kept['epoch']}: val_acc {kept['val_acc']:.4f}; highest val_acc of any "
+          f"epoch {best_val_acc:.4f}; majority-class rate {majority:.4f} (notebook 02's check, "
+          f"kept >= majority + 0.1: {'passed' if kept['val_acc'] >= majority + 0.1 else 'FAILED'})")
 
     val_probs, val_labels = predict_dl(val_dl, model)
     test_probs, test_labels = predict_dl(test_dl, model)
-    patients = [patient_id(path) for path in splits["test"].paths]  # intervals resample patients, not images
+    # intervals resample patients, not images
+    patients = [patient_id(path) for path in splits["test"].paths]
     youden = choose_threshold(val_labels.numpy(), val_probs.numpy(), "youden")
     named = {
-        "test, threshold 0.5": metrics_with_ci(test_labels.numpy(), test_probs.numpy(), 0.5, seed=args.seed, groups=patients),
-        f"test, threshold {youden:.3f} (Youden on val)": metrics_with_ci(test_labels.numpy(), test_probs.numpy(), youden, seed=args.seed,
-                                                                          groups=patients),
+        "test, threshold 0.5": metrics_with_ci(test_labels.numpy(), test_probs.numpy(), 0.5,
+                                               seed=args.seed, groups=patients),
+        f"test, threshold {youden:.3f} (Youden on val)": metrics_with_ci(
+            test_labels.numpy(), test_probs.numpy(), youden, seed=args.seed, groups=patients),
         "val, threshold 0.5": binary_metrics(val_labels.numpy(), val_probs.numpy(), 0.5),
     }
-    print(f"test: {len(patients)} images of {len(set(patients))} patients; intervals: 95 %, 1,000 bootstrap resamples of patients")
+    print(f"test: {len(patients)} images of {len(set(patients))} patients; "
+          "intervals: 95 %, 1,000 bootstrap resamples of patients")
     print(Table(metrics_table(named, METRICS)))
     per_image = metrics_with_ci(test_labels.numpy(), test_probs.numpy(), 0.5, seed=args.seed)
-    print("the same at threshold 0.5 with intervals that resample images (too narrow: films of one child are not independent):")
+    print("the same at threshold 0.5 with intervals that resample images "
+          "(too narrow: films of one child are not independent):")
     print(Table(metrics_table({"test, threshold 0.5, per-image intervals": per_image}, METRICS)))
-    calibrations = {"validation": calibration(val_labels, val_probs), "test": calibration(test_labels, test_probs)}
-    print(Table([{"split": name, "images": c["n"], "Brier score": c["brier"], "ECE": c["ece"]} for name, c in calibrations.items()]))
+    calibrations = {"validation": calibration(val_labels, val_probs),
+                    "test": calibration(test_labels, test_probs)}
+    print(Table([{"split": name, "images": c["n"], "Brier score": c["brier"], "ECE": c["ece"]}
+                 for name, c in calibrations.items()]))
     for name, result in named.items():
         print(f"confusion matrix [[TN, FP], [FN, TP]], {name}: {result['confusion_matrix']}")
     return {
@@ -108,6 +133,8 @@ def train(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict
         "split_sizes": {name: len(split) for name, split in splits.items()},
         "majority_rate_val": majority,
         "best_val_acc": best_val_acc,
+        "kept_epoch": kept["epoch"],
+        "kept_val_acc": kept["val_acc"],
         "history": [{k: v for k, v in h.items() if k != "lrs"} for h in history],
         "youden_threshold_from_val": youden,
         "metrics": named,
@@ -117,20 +144,29 @@ def train(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict
 def main() -> None:
     device = get_default_device()
     gpu = device.type == "cuda"
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=Path(".gpudata/chest_xray"), help="the Kaggle layout: train/ val/ test/")
-    parser.add_argument("--run-dir", type=Path, help="split file and pixel cache (default: a fresh temporary folder)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path(".gpudata/chest_xray"),
+                        help="the Kaggle layout: train/ val/ test/")
+    parser.add_argument("--run-dir", type=Path,
+                        help="split file and pixel cache (default: a fresh temporary folder)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--max-lr", type=float, default=3e-4)
-    parser.add_argument("--max-images", type=int, help="cap each split, keeping class proportions (smoke tests only)")
+    parser.add_argument("--max-images", type=int,
+                        help="cap each split, keeping class proportions (smoke tests only)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                        help="training precision, as CXR_PRECISION (auto: the GPU's native one)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     print(f"date {started}; machine: {machine()}")
-    print(f"device {torch.cuda.get_device_name(device) if gpu else 'cpu'}, {precision(device)}; data {args.data_dir}; "
+    print(f"device {torch.cuda.get_device_name(device) if gpu else 'cpu'}, "
+          f"{precision(device, args.precision)}; "
+          f"data {args.data_dir}; "
           f"{args.size} px, batch {args.batch_size}, {args.epochs} epochs, max_lr {args.max_lr}")
     with tempfile.TemporaryDirectory() as tmp:
         result = train(args, device, args.run_dir or Path(tmp))

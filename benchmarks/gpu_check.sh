@@ -13,7 +13,7 @@
 # Every step runs under `timeout` within one overall budget, and a failing step does not stop the next.
 # Everything goes to stdout and to "$OUT/gpu_check.log"; steps 1 to 3 also write a JSON file to "$OUT" (4 files in all).
 # Needs only Python with torch, torchvision, Pillow, numpy, scikit-learn, matplotlib and tqdm; no network.
-# It stops after the preflight when there is no CUDA GPU. SMOKE=1 runs the same steps with tiny sizes on any machine
+# PRECISIONS=1 adds steps 4 and 5 (see below). It stops after the preflight when there is no CUDA GPU. SMOKE=1 runs the same steps with tiny sizes on any machine
 # (a check of this script, not a measurement); DATA_DIR points step 3 at another copy of the real X-rays.
 set -uo pipefail
 
@@ -91,7 +91,7 @@ import numpy, PIL, sklearn, matplotlib, tqdm, torch, torchvision
 print(f'Python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), '
       f'torchvision {torchvision.__version__}, numpy {numpy.__version__}, Pillow {PIL.__version__}, scikit-learn {sklearn.__version__}')
 gpu = torch.cuda.is_available()
-print('CUDA available:', gpu, '| bf16 supported:', gpu and torch.cuda.is_bf16_supported())
+print('CUDA available:', gpu, '| native bf16:', gpu and torch.cuda.get_device_capability()[0] >= 8)
 if gpu:
     print('GPU:', torch.cuda.get_device_name(), f'{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB')
 sys.path.insert(0, 'benchmarks')
@@ -128,6 +128,19 @@ if [ -d "$DATA_DIR" ]; then
 else
     echo
     echo "=============== 3. full run: SKIPPED (no $DATA_DIR in this checkout) ==============="
+fi
+
+# PRECISIONS=1 adds two steps (not in the default budget): the precisions side by side, and the
+# full run with fp16 and its gradient scaler forced (the path a T4 takes), to compare with bf16.
+if [ "${PRECISIONS:-0}" = 1 ]; then
+    run_step "4. training throughput in bf16, fp16 + gradient scaler and fp32" 240 60 \
+        "$PY" benchmarks/training_throughput.py "${TT_ARGS[@]}" --precisions bf16,fp16,fp32 \
+        --jpeg-pool "$POOL" --json "$OUT/precisions.json"
+    if [ -d "$DATA_DIR" ]; then
+        run_step "5. notebooks 02 + 03 at full size with fp16 forced" 120 60 \
+            "$PY" benchmarks/full_run.py --data-dir "$DATA_DIR" "${FR_ARGS[@]}" --precision fp16 \
+            --json "$OUT/full_run_fp16.json"
+    fi
 fi
 
 echo

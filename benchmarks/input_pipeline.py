@@ -26,7 +26,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the support package's.
+# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the
+# support package's.
 from cxr_support.dataset import list_split
 from cxr_support.pixel_cache import load_pixels
 from cxr_support.tables import Table
@@ -51,7 +52,8 @@ def seed_dataset(root: Path, size: int) -> datasets.ImageFolder:
 def seed_loader(root: Path, size: int, batch_size: int) -> DataLoader:
     """The blog post's pipeline: its dataset in a DataLoader with two worker processes."""
     dataset = seed_dataset(root, size)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2, pin_memory=torch.cuda.is_available())
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2,
+                      pin_memory=torch.cuda.is_available())
 
 
 def one_pass(loader, device: torch.device) -> int:
@@ -64,7 +66,9 @@ def one_pass(loader, device: torch.device) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=240)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64,
@@ -92,8 +96,10 @@ def main() -> None:
 
     n = len(samples)
     rows = []
-    for name, times in [("blog post (decode every epoch)", seed_times), ("decode once, batches from memory", ours_times)]:
-        rows.append({"pipeline": name, "first epoch img/s": round(n / times[0], 1), "later epochs img/s": round(2 * n / sum(times[1:]), 1)})
+    for name, times in [("blog post (decode every epoch)", seed_times),
+                        ("decode once, batches from memory", ours_times)]:
+        rows.append({"pipeline": name, "first epoch img/s": round(n / times[0], 1),
+                     "later epochs img/s": round(2 * n / sum(times[1:]), 1)})
     print(Table(rows, digits=1))
     first_speedup = rows[1]["first epoch img/s"] / rows[0]["first epoch img/s"]
     later_speedup = rows[1]["later epochs img/s"] / rows[0]["later epochs img/s"]

@@ -31,23 +31,40 @@ from input_pipeline import seed_loader
 from torch.utils.data import DataLoader
 from torchvision import models
 
-# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the support package's.
+# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the
+# support package's.
 from cxr_support.dataset import list_split
 from cxr_support.pixel_cache import load_pixels
-from cxr_utils import CachedBatchLoader, PneumoniaCnnModel, autocast_settings, fit, get_default_device, synchronize, to_device
+from cxr_utils import (
+    CachedBatchLoader,
+    PneumoniaCnnModel,
+    autocast_settings,
+    fit,
+    get_default_device,
+    synchronize,
+    to_device,
+)
 
-SERIES, LIMIT, BLOG = "this series' recipe, end to end", "compute limit (batch on the device)", "blog post recipe, end to end"
+SERIES, LIMIT, BLOG = ("this series' recipe, end to end", "compute limit (batch on the device)",
+                       "blog post recipe, end to end")
 
 
 def seed_model(device: torch.device) -> nn.Module:
-    """The blog post's network: a ResNet50 with a one-output head, fp32 (random init: no download here)."""
+    """The blog post's network: a ResNet50 with a one-output head, fp32.
+
+    Random init: no download here.
+    """
     network = models.resnet50(weights=None)
     network.fc = nn.Linear(network.fc.in_features, 1)
     return network.to(device)
 
 
-def seed_train_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, device: torch.device) -> int:
-    """One epoch of the blog post's training loop (sigmoid + BCE, clipping, Adam); returns the images seen."""
+def seed_train_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                     device: torch.device) -> int:
+    """One epoch of the blog post's training loop; returns the images seen.
+
+    The loop: sigmoid + BCE, clipping, Adam.
+    """
     network.train()
     count = 0
     for images, targets in loader:
@@ -70,31 +87,43 @@ def seed_recipe(root: Path, size: int, batch_size: int, device: torch.device, ep
     seconds, count = 0.0, 0
     for epoch in range(epochs):
         seconds, count = timed(lambda: seed_train_epoch(network, optimizer, loader, device))
-        print(f"  blog post epoch {epoch}: {count} images in {seconds:.2f} s, {count / seconds:.1f} images/s")
+        print(f"  blog post epoch {epoch}: {count} images in {seconds:.2f} s, "
+              f"{count / seconds:.1f} images/s")
     return count / seconds
 
 
 def project_model(device: torch.device, pos_weight: float = 0.35) -> PneumoniaCnnModel:
     """The series' model on ``device``, channels-last, as the notebooks build it (random init)."""
-    return to_device(PneumoniaCnnModel(pos_weight=pos_weight), device).to(memory_format=torch.channels_last)
+    return to_device(PneumoniaCnnModel(pos_weight=pos_weight), device).to(
+        memory_format=torch.channels_last)
 
 
-def project_recipe(samples: list, size: int, batch_size: int, device: torch.device, cache: Path, epochs: int) -> float:
-    """images/s of `fit` fed by the decode-once cache, over every epoch but the first (the cache is built before)."""
+def project_recipe(samples: list, size: int, batch_size: int, device: torch.device, cache: Path,
+                   epochs: int, precision: str = "auto") -> float:
+    """images/s of `fit` fed by the decode-once cache, over every epoch but the first.
+
+    The cache is built before.
+    """
     seconds, split = timed(lambda: load_pixels("train", samples, size, cache, progress=False))
-    print(f"  decode once: {len(split)} files in {seconds:.2f} s ({len(split) / seconds:.0f} files/s)")
-    train_dl = CachedBatchLoader(split, batch_size, device, shuffle=True, augment=True, drop_last=True)
-    val_dl = CachedBatchLoader(split.subset(range(min(batch_size, len(split)))), batch_size, device)
-    history = fit(epochs, 1e-4, project_model(device), train_dl, val_dl, weight_decay=1e-4, grad_clip=0.1,
-                  opt_func=torch.optim.Adam, keep_best=False, progress=False)
-    seen = len(train_dl) * batch_size  # drop_last: every epoch sees exactly this many
+    print(f"  decode once: {len(split)} files in {seconds:.2f} s "
+          f"({len(split) / seconds:.0f} files/s)")
+    train_dl = CachedBatchLoader(split, batch_size, device, shuffle=True, augment=True,
+                                 drop_last=True)
+    val_dl = CachedBatchLoader(split.subset(range(min(batch_size, len(split)))), batch_size,
+                               device)
+    history = fit(epochs, 1e-4, project_model(device), train_dl, val_dl, weight_decay=1e-4,
+                  grad_clip=0.1, opt_func=torch.optim.Adam, precision=precision, keep_best=False,
+                  progress=False)
+    # drop_last: every epoch sees exactly this many
+    seen = len(train_dl) * batch_size
     for h in history:
         print(f"  series epoch {h['epoch']}: {seen} images, {h['images_per_s']:.1f} images/s")
     measured = history[1:] or history
     return len(measured) * seen / sum(seen / h["images_per_s"] for h in measured)
 
 
-def compute_limit(size: int, batch_size: int, warmup: int, steps: int, device: torch.device) -> float:
+def compute_limit(size: int, batch_size: int, warmup: int, steps: int,
+                  device: torch.device, precision: str = "auto") -> float:
     """images/s of bare training steps of the series' model on one batch already on the device.
 
     The same model (channels-last), loss, precision (autocast, and a gradient scaler only for
@@ -104,7 +133,7 @@ def compute_limit(size: int, batch_size: int, warmup: int, steps: int, device: t
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, 1e-4, weight_decay=1e-4)
-    use_amp, dtype = autocast_settings(device)
+    use_amp, dtype = autocast_settings(device, precision)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and dtype == torch.float16)
     images = torch.rand(batch_size, 1, size, size, device=device)
     labels = (torch.rand(batch_size, device=device) > 0.25).float()
@@ -127,30 +156,45 @@ def compute_limit(size: int, batch_size: int, warmup: int, steps: int, device: t
         step()
     synchronize(device)
     seconds = time.perf_counter() - start
-    print(f"  compute limit: {steps} steps of {batch_size} after {warmup} warm-up steps, {seconds / steps * 1000:.1f} ms/step")
+    print(f"  compute limit: {steps} steps of {batch_size} after {warmup} warm-up steps, "
+          f"{seconds / steps * 1000:.1f} ms/step")
     return steps * batch_size / seconds
 
 
 def main() -> None:
     device = get_default_device()
     gpu = device.type == "cuda"
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=1024 if gpu else 96, help="generated full-size JPEGs")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=1024 if gpu else 96,
+                        help="generated full-size JPEGs")
     parser.add_argument("--size", type=int, default=224 if gpu else 64)
     parser.add_argument("--batch-size", type=int, default=128 if gpu else 16,
                         help="batch of (2) and (3), this series")
     parser.add_argument("--blog-batch-size", type=int, default=64 if gpu else 16,
                         help="batch of (1), the blog post's recipe (the blog post used 64)")
-    parser.add_argument("--epochs", type=int, default=4 if gpu else 2, help="epochs of `fit`; all but the first are measured")
-    parser.add_argument("--seed-epochs", type=int, default=2, help="epochs of the blog post's recipe; the last is measured")
-    parser.add_argument("--limit-warmup", type=int, default=15 if gpu else 1, help="untimed steps before the compute limit")
-    parser.add_argument("--limit-steps", type=int, default=60 if gpu else 4, help="timed steps of the compute limit")
+    parser.add_argument("--epochs", type=int, default=4 if gpu else 2,
+                        help="epochs of `fit`; all but the first are measured")
+    parser.add_argument("--seed-epochs", type=int, default=2,
+                        help="epochs of the blog post's recipe; the last is measured")
+    parser.add_argument("--limit-warmup", type=int, default=15 if gpu else 1,
+                        help="untimed steps before the compute limit")
+    parser.add_argument("--limit-steps", type=int, default=60 if gpu else 4,
+                        help="timed steps of the compute limit")
+    parser.add_argument("--precisions", default="auto",
+                        help="comma-separated precisions for (2) and (3), side by side "
+                             "(auto, bf16, fp16, fp32; e.g. bf16,fp16,fp32)")
     add_output_args(parser)
     args = parser.parse_args()
+    choices = [p.strip() for p in args.precisions.split(",")]
+    if not set(choices) <= {"auto", "bf16", "fp16", "fp32"}:
+        parser.error(f"--precisions: auto, bf16, fp16 or fp32, got {args.precisions!r}")
     if gpu:
         torch.backends.cudnn.benchmark = True
     print(f"machine: {machine()}")
-    print(f"device {device}, series in {precision(device)}, {args.images} JPEGs, {args.size} px, "
+    print(f"device {device}, series in {', '.join(precision(device, p) for p in choices)}, "
+          f"{args.images} JPEGs, {args.size} px, "
           f"batch {args.batch_size} (blog post's recipe: {args.blog_batch_size})")
     with tempfile.TemporaryDirectory() as tmp:
         root = prepare_jpegs(args, Path(tmp) / "data")
@@ -158,17 +202,28 @@ def main() -> None:
         results = {}
         print(f"1. {BLOG} (fp32, batch {args.blog_batch_size}, last of {args.seed_epochs} epochs)")
         results[BLOG] = seed_recipe(root, args.size, args.blog_batch_size, device, args.seed_epochs)
-        print(f"2. {SERIES} (epochs 1 to {args.epochs - 1} of {args.epochs})")
-        results[SERIES] = project_recipe(samples, args.size, args.batch_size, device, Path(tmp) / "cache", args.epochs)
-    print(f"3. {LIMIT}")
-    results[LIMIT] = compute_limit(args.size, args.batch_size, args.limit_warmup, args.limit_steps, device)
+        for choice in choices:
+            label = f" ({precision(device, choice)})" if len(choices) > 1 else ""
+            print(f"2. {SERIES}{label} (epochs 1 to {args.epochs - 1} of {args.epochs})")
+            results[SERIES + label] = project_recipe(samples, args.size, args.batch_size, device,
+                                                     Path(tmp) / "cache", args.epochs, choice)
+    for choice in choices:
+        label = f" ({precision(device, choice)})" if len(choices) > 1 else ""
+        print(f"3. {LIMIT}{label}")
+        results[LIMIT + label] = compute_limit(args.size, args.batch_size, args.limit_warmup,
+                                               args.limit_steps, device, choice)
     print()
     for name, speed in results.items():
-        print(f"{name:40} {speed:9.1f} images/s")
-    ours_vs_limit, ours_vs_blog = results[SERIES] / results[LIMIT], results[SERIES] / results[BLOG]
-    print(f"this series / compute limit: {ours_vs_limit:.0%} (target >= 85 %: {'met' if ours_vs_limit >= 0.85 else 'NOT met'})")
-    print(f"this series / blog post:     {ours_vs_blog:.1f}x (target >= 10x: {'met' if ours_vs_blog >= 10 else 'NOT met'})")
-    write_json(args.json, args, {"images_per_s": results, "series_over_limit": ours_vs_limit, "series_over_blog": ours_vs_blog})
+        print(f"{name:48} {speed:9.1f} images/s")
+    first = f" ({precision(device, choices[0])})" if len(choices) > 1 else ""
+    ours, limit = results[SERIES + first], results[LIMIT + first]
+    ours_vs_limit, ours_vs_blog = ours / limit, ours / results[BLOG]
+    print(f"this series / compute limit: {ours_vs_limit:.0%} "
+          f"(target >= 85 %: {'met' if ours_vs_limit >= 0.85 else 'NOT met'})")
+    print(f"this series / blog post:     {ours_vs_blog:.1f}x "
+          f"(target >= 10x: {'met' if ours_vs_blog >= 10 else 'NOT met'})")
+    write_json(args.json, args, {"images_per_s": results, "series_over_limit": ours_vs_limit,
+                                 "series_over_blog": ours_vs_blog})
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from input_pipeline import seed_dataset
 from torch.utils.data import DataLoader, random_split
 from training_throughput import project_model, seed_model, seed_train_epoch
 
-# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the support package's.
+# The project's helpers, imported in this one place: the lessons' (cxr_utils) and the
+# support package's.
 from cxr_support.dataset import list_split
 from cxr_support.pixel_cache import decode_files, load_pixels
 from cxr_utils import (
@@ -53,8 +54,12 @@ from cxr_utils import (
 TARGET_S = 30.0
 
 
-def series_job(root: Path, args: argparse.Namespace, device: torch.device, cache_dir: Path) -> dict:
-    """Seconds of this series' whole job, in parts: files to decoded cache, loaders and model, `fit`."""
+def series_job(root: Path, args: argparse.Namespace, device: torch.device,
+               cache_dir: Path) -> dict:
+    """Seconds of this series' whole job, in parts.
+
+    The parts: files to decoded cache, loaders and model, `fit`.
+    """
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as notebook 02 does
     seed_everything(42)
     marks = {"start": time.perf_counter()}
@@ -66,13 +71,14 @@ def series_job(root: Path, args: argparse.Namespace, device: torch.device, cache
         raise RuntimeError(f"{len(samples) - len(split)} generated files could not be decoded")
     marks["decoded once (load_pixels, cache written)"] = time.perf_counter()
     train, val = split.subset(train_idx, "train"), split.subset(val_idx, "val")
-    train_dl = CachedBatchLoader(train, args.batch_size, device, shuffle=True, augment=True, seed=42)
+    train_dl = CachedBatchLoader(train, args.batch_size, device, shuffle=True, augment=True,
+                                 seed=42)
     val_dl = CachedBatchLoader(val, args.batch_size * 2, device)
     model = project_model(device, class_balance_pos_weight(train.labels))
     synchronize(device)
     marks["loaders and model on the device"] = time.perf_counter()
-    history = fit(args.epochs, args.max_lr, model, train_dl, val_dl, weight_decay=1e-4, grad_clip=0.1,
-                  opt_func=torch.optim.Adam, progress=False)
+    history = fit(args.epochs, args.max_lr, model, train_dl, val_dl, weight_decay=1e-4,
+                  grad_clip=0.1, opt_func=torch.optim.Adam, progress=False)
     synchronize(device)
     marks["fit (training + validation)"] = time.perf_counter()
     names = list(marks)
@@ -106,13 +112,17 @@ def seed_validate(network: torch.nn.Module, loader: DataLoader, device: torch.de
 
 
 def blog_job(root: Path, args: argparse.Namespace, device: torch.device) -> dict:
-    """Seconds of the blog post's job: set-up and ``--seed-epochs`` measured epochs, extrapolated to ``--epochs``."""
+    """Seconds of the blog post's job, extrapolated to ``--epochs``.
+
+    Set-up and ``--seed-epochs`` measured epochs.
+    """
     torch.backends.cudnn.benchmark = False  # the blog post does not set it
     torch.manual_seed(42)
     start = time.perf_counter()
     dataset = seed_dataset(root, args.size)
     n_val = int(args.val_fraction * len(dataset))
-    train_ds, val_ds = random_split(dataset, [len(dataset) - n_val, n_val], generator=torch.Generator().manual_seed(42))
+    train_ds, val_ds = random_split(dataset, [len(dataset) - n_val, n_val],
+                                    generator=torch.Generator().manual_seed(42))
     pin = device.type == "cuda"
     batch = args.blog_batch_size
     train_dl = DataLoader(train_ds, batch, shuffle=True, num_workers=2, pin_memory=pin)
@@ -127,7 +137,8 @@ def blog_job(root: Path, args: argparse.Namespace, device: torch.device) -> dict
         train_s.append(seconds)
         seconds, accuracy = timed(lambda: seed_validate(network, val_dl, device))
         val_s.append(seconds)
-        print(f"  blog post epoch {epoch}: training {train_s[-1]:.1f} s ({seen / train_s[-1]:.0f} images/s), "
+        print(f"  blog post epoch {epoch}: training {train_s[-1]:.1f} s "
+              f"({seen / train_s[-1]:.0f} images/s), "
               f"validation {val_s[-1]:.1f} s, val_acc {accuracy:.3f}")
     per_epoch = statistics.mean(train_s) + statistics.mean(val_s)
     return {
@@ -140,11 +151,16 @@ def blog_job(root: Path, args: argparse.Namespace, device: torch.device) -> dict
 
 
 def decode_scaling(paths: list[Path], size: int) -> dict:
-    """files/s of `decode_files` with its default thread count (one per CPU core) and with the earlier cap of 8 threads."""
+    """files/s of `decode_files` with two thread counts.
+
+    Its default thread count (one per CPU core) and the earlier cap of 8 threads.
+    """
     counts = {f"default (os.cpu_count() = {os.cpu_count()})": None, "8 (the earlier cap)": 8}
     result = {}
     for name, workers in counts.items():
-        seconds, _ = timed(lambda workers=workers: decode_files(paths, size, workers=workers, progress=False))
+        seconds, _ = timed(
+            lambda workers=workers: decode_files(paths, size, workers=workers, progress=False)
+        )
         result[name] = len(paths) / seconds
         print(f"  decode_files, workers {name:24} {result[name]:7.0f} files/s")
     return result
@@ -153,8 +169,11 @@ def decode_scaling(paths: list[Path], size: int) -> dict:
 def main() -> None:
     device = get_default_device()
     gpu = device.type == "cuda"
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=5216 if gpu else 40, help="full-size JPEGs (Kaggle's train/ has 5,216)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=5216 if gpu else 40,
+                        help="full-size JPEGs (Kaggle's train/ has 5,216)")
     parser.add_argument("--epochs", type=int, default=10 if gpu else 1)
     parser.add_argument("--size", type=int, default=224 if gpu else 32)
     parser.add_argument("--batch-size", type=int, default=128 if gpu else 8,
@@ -163,13 +182,16 @@ def main() -> None:
                         help="batch of the blog post's job (the blog post used 64)")
     parser.add_argument("--max-lr", type=float, default=3e-4)
     parser.add_argument("--val-fraction", type=float, default=0.1)
-    parser.add_argument("--seed-epochs", type=int, default=1, help="epochs of the blog post's pipeline actually run (0: skip it)")
+    parser.add_argument("--seed-epochs", type=int, default=1,
+                        help="epochs of the blog post's pipeline actually run (0: skip it)")
     parser.add_argument("--decode-check", type=int, default=2048 if gpu else 0,
-                        help="after the jobs, time decode_files on this many files with its default and with 8 threads (0: skip)")
+                        help="after the jobs, time decode_files on this many files "
+                             "with its default and with 8 threads (0: skip)")
     add_output_args(parser)
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    print(f"device {device}, series in {precision(device)}; job: {args.images} full-size JPEGs, {args.epochs} epochs, "
+    print(f"device {device}, series in {precision(device)}; "
+          f"job: {args.images} full-size JPEGs, {args.epochs} epochs, "
           f"{args.size} px, batch {args.batch_size} (blog post's job: {args.blog_batch_size}), "
           f"validation fraction {args.val_fraction}")
     record: dict = {}
@@ -184,34 +206,42 @@ def main() -> None:
         for name, part in ours["parts_s"].items():
             print(f"  {name:45} {part:7.2f} s")
         epochs = ours["train_epoch_s"]
-        later = f", later epochs {statistics.mean(epochs[1:]):.2f} s each" if len(epochs) > 1 else ""
+        later = (f", later epochs {statistics.mean(epochs[1:]):.2f} s each"
+                 if len(epochs) > 1 else "")
         print(f"  of which training epochs {sum(epochs):.2f} s (first {epochs[0]:.2f} s{later}), "
               f"validation and the rest {ours['validation_and_other_s']:.2f} s")
-        print(f"  {ours['train_images']} training + {ours['val_images']} val images, best val_acc {ours['best_val_acc']:.3f}")
+        print(f"  {ours['train_images']} training + {ours['val_images']} val images, "
+              f"best val_acc {ours['best_val_acc']:.3f}")
         print(f"  THIS SERIES, WHOLE JOB: {ours['total_s']:.1f} s "
-              f"(target <= {TARGET_S:.0f} s: {'met' if ours['total_s'] <= TARGET_S else 'NOT met'})")
+              f"(target <= {TARGET_S:.0f} s: "
+              f"{'met' if ours['total_s'] <= TARGET_S else 'NOT met'})")
 
         if args.seed_epochs > 0:
-            print(f"\n2. the blog post's job ({args.seed_epochs} of {args.epochs} epochs run, the rest EXTRAPOLATED)")
+            print(f"\n2. the blog post's job ({args.seed_epochs} of {args.epochs} epochs run, "
+                  "the rest EXTRAPOLATED)")
             blog = blog_job(root, args, device)
             record["blog"] = blog
-            print(f"  set-up {blog['setup_s']:.1f} s; per epoch: training {statistics.mean(blog['train_epoch_s']):.1f} s "
+            print(f"  set-up {blog['setup_s']:.1f} s; "
+                  f"per epoch: training {statistics.mean(blog['train_epoch_s']):.1f} s "
                   f"+ validation {statistics.mean(blog['validation_s']):.1f} s")
-            print(f"  BLOG POST, WHOLE JOB (EXTRAPOLATED from {args.seed_epochs} measured epoch(s) to {args.epochs}): "
+            print(f"  BLOG POST, WHOLE JOB (EXTRAPOLATED from {args.seed_epochs} measured epoch(s) "
+                  f"to {args.epochs}): "
                   f"{blog['extrapolated_total_s']:.0f} s")
             record["blog_over_series"] = blog["extrapolated_total_s"] / ours["total_s"]
             print(f"  blog post (extrapolated) / this series: {record['blog_over_series']:.1f}x")
 
         if args.decode_check > 0:
             paths = sorted(root.rglob("*.jpeg"))[: args.decode_check]
-            print(f"\n3. decode threads: decode_files on {len(paths)} of the files (page cache warm, no cache written)")
+            print(f"\n3. decode threads: decode_files on {len(paths)} of the files "
+                  "(page cache warm, no cache written)")
             record["decode_files_per_s"] = rates = decode_scaling(paths, args.size)
             decode_s = ours["images"] / next(iter(rates.values()))
             load_s = ours["parts_s"]["decoded once (load_pixels, cache written)"]
             best_s = ours["images"] / max(rates.values())
-            print(f"  in the job, load_pixels took {load_s:.2f} s: about {decode_s:.2f} s decoding at the default thread "
-                  f"count, {load_s - decode_s:.2f} s writing the cache and the rest; decoding with the fastest thread count "
-                  f"would take about {best_s:.2f} s")
+            print(f"  in the job, load_pixels took {load_s:.2f} s: "
+                  f"about {decode_s:.2f} s decoding at the default thread count, "
+                  f"{load_s - decode_s:.2f} s writing the cache and the rest; "
+                  f"decoding with the fastest thread count would take about {best_s:.2f} s")
     write_json(args.json, args, record)
 
 

@@ -1,8 +1,9 @@
-"""Support code: atomic file writes, so readers see the old content or the new, never half (lessons need not read this).
+"""Support code: atomic file writes (lessons need not read this).
 
-Temporary files are named ``.<target>.<host>-<pid>.<random>.tmp`` beside their target, so
-that the leftovers of a process that was killed mid-write can be recognised and removed
-later (``remove_stale_temporaries``) without touching a write that is still going on.
+Readers see the old content or the new, never half. Temporary files are named
+``.<target>.<host>-<pid>.<random>.tmp`` beside their target, so that the leftovers of a
+process that was killed mid-write can be recognised and removed later
+(``remove_stale_temporaries``) without touching a write that is still going on.
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ from typing import Any
 import torch
 
 STALE_AFTER_S = 24 * 3600  # a temporary this old is abandoned, whoever made it
-DEAD_OWNER_GRACE_S = 60.0  # a temporary of a finished process on this machine is removed after this
+# a temporary of a finished process on this machine is removed after this
+DEAD_OWNER_GRACE_S = 60.0
 LOCK_TIMEOUT_S = 30.0
 
 _HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
-# .<target>.<host>-<pid>.<random>.tmp (mkstemp), .synthetic-<host>-<pid>-<random> (mkdtemp); the tag-less
-# .<target>.<random>.tmp is the earlier naming, judged by age alone.
-_TEMP_NAME = re.compile(r"^\.(?:.+?\.(?:(?P<host>[0-9a-f]{6})-(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp|synthetic-(?:old-)?(?P<dhost>[0-9a-f]{6})-(?P<dpid>\d+)-[a-z0-9_]{8})$")
+# .<target>.<host>-<pid>.<random>.tmp (mkstemp), .synthetic-<host>-<pid>-<random> (mkdtemp);
+# the tag-less .<target>.<random>.tmp is the earlier naming, judged by age alone.
+_TEMP_NAME = re.compile(
+    r"^\.(?:.+?\.(?:(?P<host>[0-9a-f]{6})-(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp"
+    r"|synthetic-(?:old-)?(?P<dhost>[0-9a-f]{6})-(?P<dpid>\d+)-[a-z0-9_]{8})$"
+)
 
 
 def owner_tag() -> str:
@@ -45,13 +50,14 @@ def _process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (OSError, OverflowError):  # e.g. PermissionError: it exists but belongs to someone else
+    # e.g. PermissionError: it exists but belongs to someone else
+    except (OSError, OverflowError):
         return True
     return True
 
 
 def is_stale_temporary(path: Path, now: float | None = None) -> bool:
-    """True for a temporary of this project's naming that no running process can still be writing."""
+    """True for a temporary of this project's naming that no running process can still write."""
     match = _TEMP_NAME.match(path.name)
     if match is None:
         return False
@@ -59,14 +65,19 @@ def is_stale_temporary(path: Path, now: float | None = None) -> bool:
         age = (time.time() if now is None else now) - path.lstat().st_mtime
     except FileNotFoundError:
         return False
-    host, pid = match.group("host") or match.group("dhost"), match.group("pid") or match.group("dpid")
+    host, pid = (match.group("host") or match.group("dhost"),
+                 match.group("pid") or match.group("dpid"))
     if age > STALE_AFTER_S:
         return True
-    return host == _HOST and pid is not None and age > DEAD_OWNER_GRACE_S and not _process_alive(int(pid))
+    return (host == _HOST and pid is not None and age > DEAD_OWNER_GRACE_S
+            and not _process_alive(int(pid)))
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete this project's abandoned temporary files and folders in ``folder``; return what was removed."""
+    """Delete this project's abandoned temporary files and folders in ``folder``.
+
+    Return what was removed.
+    """
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -86,7 +97,10 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 
 def _naming(err: OSError, path: Path) -> OSError:
-    """The same kind of error, with a message that names the file (disk full gives none otherwise)."""
+    """The same kind of error, with a message that names the file.
+
+    Disk full gives none otherwise.
+    """
     message = f"Could not write {path}: {err.strerror or err}"
     return type(err)(err.errno, message) if err.errno is not None else type(err)(message)
 
@@ -96,7 +110,8 @@ def _write_beside(path: Path, data: bytes) -> str:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner_tag()}.",
+                                   suffix=".tmp")
     except OSError as err:
         raise _naming(err, path) from err
     try:
@@ -138,12 +153,17 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def create_exclusive(path: Path, data: bytes, replace_if: Callable[[Path], bool] | None = None) -> bool:
-    """Create ``path`` with ``data`` atomically unless it exists (then only if ``replace_if(path)``); True when written."""
+def create_exclusive(path: Path, data: bytes,
+                     replace_if: Callable[[Path], bool] | None = None) -> bool:
+    """Create ``path`` with ``data`` atomically unless it exists; True when written.
+
+    An existing file is replaced only if ``replace_if(path)``.
+    """
     tmp = _write_beside(path, data)
     try:
         try:
-            os.link(tmp, path)  # fails if the file exists: never replaces one that appeared meanwhile
+            # fails if the file exists: never replaces one that appeared meanwhile
+            os.link(tmp, path)
             return True
         except FileExistsError:
             if replace_if is None or not replace_if(path):
@@ -157,8 +177,12 @@ def create_exclusive(path: Path, data: bytes, replace_if: Callable[[Path], bool]
 
 @contextlib.contextmanager
 def locked_file(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold an exclusive lock on the file now at ``path`` (POSIX ``flock``), so read-modify-write cycles take turns."""
-    # Writers replace the file (a new inode): a waiter that got the lock on a file that was replaced meanwhile tries again.
+    """Hold an exclusive lock on the file now at ``path`` (POSIX ``flock``).
+
+    Read-modify-write cycles take turns by holding it.
+    """
+    # Writers replace the file (a new inode): a waiter that got the lock on a file that was
+    # replaced meanwhile tries again.
     try:
         import fcntl
     except ImportError:  # Windows: no flock; updates are not serialised there
@@ -174,10 +198,14 @@ def locked_file(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"{path} has been locked by another process for over {timeout_s:.0f} s; try again when it has finished.") from None
+                        raise TimeoutError(
+                            f"{path} has been locked by another process for over "
+                            f"{timeout_s:.0f} s; try again when it has finished."
+                        ) from None
                     time.sleep(0.01)
             try:
-                current = os.fstat(fd).st_ino == os.stat(path).st_ino  # still the file at path, not a replaced one
+                # still the file at path, not a replaced one
+                current = os.fstat(fd).st_ino == os.stat(path).st_ino
             except FileNotFoundError:
                 current = False
             if current:

@@ -18,7 +18,9 @@ from cxr_support.atomic_files import create_exclusive
 from cxr_support.errors import error_summary
 from cxr_support.records import library_versions, now_iso
 
-CHECKPOINT_FORMAT = 2  # 2: the network named by 'arch' alone (format 1 also had 'architecture', e.g. 'resnet50-gray-1logit')
+# 2: the network named by 'arch' alone
+# (format 1 also had 'architecture', e.g. 'resnet50-gray-1logit')
+CHECKPOINT_FORMAT = 2
 
 
 class CheckpointError(RuntimeError):
@@ -26,37 +28,52 @@ class CheckpointError(RuntimeError):
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint in the run dir, or a clear error naming the notebook that makes one."""
+    """The checkpoint of the run dir's newest run, or an error naming the notebook that makes one.
+
+    Checkpoints are named by run id, which starts with the run's UTC start time, so the name
+    orders them; rewriting an older run's file (notebook 3 stores its threshold) does not make
+    it the newest.
+    """
     folder = Path(run_dir) / "checkpoints"
-    found = sorted(folder.glob("*.pt"), key=lambda p: (p.stat().st_mtime_ns, p.name)) if folder.is_dir() else []
+    found = sorted(folder.glob("*.pt"), key=lambda p: p.name) if folder.is_dir() else []
     if not found:
-        raise CheckpointError(f"No checkpoint in {folder}. Run notebooks/02_training_on_gpu.ipynb first (it trains and saves one).")
+        raise CheckpointError(f"No checkpoint in {folder}. Run notebooks/02_training_on_gpu.ipynb "
+                              "first (it trains and saves one).")
     return found[-1]
 
 
-def write_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
-    """Write ``{"metadata", "state_dict"}`` atomically; adds the file format, library versions and the time.
+def write_checkpoint(path: Path, state_dict: dict[str, torch.Tensor],
+                     metadata: dict[str, Any]) -> Path:
+    """Write ``{"metadata", "state_dict"}`` atomically.
 
-    ``metadata`` must hold plain values (str, int, float, bool, lists, dicts), so that
-    ``weights_only`` loading accepts them. A checkpoint of another run (another ``run_id``)
-    is never replaced, so a run record never points at weights that a later run wrote.
+    Adds (or renews) the file format, library versions and the time of this write. ``metadata``
+    must hold plain values (str, int, float, bool, lists, dicts), so that ``weights_only``
+    loading accepts them. A checkpoint of another run (another ``run_id``) is never replaced, so
+    a run record never points at weights that a later run wrote.
     """
-    meta = {"format": CHECKPOINT_FORMAT, "versions": library_versions(), "saved_at": now_iso(), **metadata}
+    # these three describe this write, so they replace any that a re-saved checkpoint carried
+    meta = {**metadata, "format": CHECKPOINT_FORMAT, "versions": library_versions(),
+            "saved_at": now_iso()}
     meta = json.loads(json.dumps(meta))  # plain values only
     state = {k: v.detach().cpu() for k, v in state_dict.items()}
     buffer = io.BytesIO()
     torch.save({"metadata": meta, "state_dict": state}, buffer)
     path = Path(path)
-    if not create_exclusive(path, buffer.getvalue(), replace_if=lambda p: saved_run_id(p) == meta.get("run_id")):
+    if not create_exclusive(path, buffer.getvalue(),
+                            replace_if=lambda p: saved_run_id(p) == meta.get("run_id")):
         raise CheckpointError(
-            f"{path} holds the checkpoint of run {saved_run_id(path)!r}; refusing to replace it with run "
-            f"{meta.get('run_id')!r}'s, since that run's record points at it. Save under a new run id (records.new_run_id())."
+            f"{path} holds the checkpoint of run {saved_run_id(path)!r}; "
+            f"refusing to replace it with run {meta.get('run_id')!r}'s, "
+            "since that run's record points at it. Save under a new run id (records.new_run_id())."
         )
     return path
 
 
 def saved_run_id(path: Path) -> str | None:
-    """The ``run_id`` in a checkpoint's metadata, or None when the file has none or cannot be read."""
+    """The ``run_id`` in a checkpoint's metadata.
+
+    None when the file has none or cannot be read.
+    """
     try:
         meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("metadata")
     except Exception:  # damaged, not a zip checkpoint, or not ours
@@ -64,14 +81,18 @@ def saved_run_id(path: Path) -> str | None:
     return meta.get("run_id") if isinstance(meta, dict) else None
 
 
-def read_checkpoint(path: Path, archs: Collection[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict, metadata) of a checkpoint written by ``write_checkpoint`` for one of ``archs``, or a CheckpointError.
+def read_checkpoint(path: Path,
+                    archs: Collection[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, metadata) of a checkpoint, or a CheckpointError.
 
-    Uses ``weights_only=True``, so a file that carries arbitrary Python objects is refused rather than executed.
+    The checkpoint must have been written by ``write_checkpoint`` for one of ``archs``. Uses
+    ``weights_only=True``, so a file that carries arbitrary Python objects is refused rather
+    than executed.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"No checkpoint at {path}. Run notebooks/02_training_on_gpu.ipynb first (it writes one).")
+        raise CheckpointError(f"No checkpoint at {path}. "
+                              "Run notebooks/02_training_on_gpu.ipynb first (it writes one).")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -80,14 +101,17 @@ def read_checkpoint(path: Path, archs: Collection[str]) -> tuple[dict[str, torch
             "It may be damaged or tampered with; re-run notebook 02 to make a fresh one."
         ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "metadata" not in payload:
-        raise CheckpointError(f"{path} is not a checkpoint of this series (no 'metadata'/'state_dict'); re-run notebook 02.")
+        raise CheckpointError(f"{path} is not a checkpoint of this series "
+                              "(no 'metadata'/'state_dict'); re-run notebook 02.")
     meta = payload["metadata"]
     if not isinstance(meta, dict) or not isinstance(payload["state_dict"], dict):
-        raise CheckpointError(f"{path} is not a checkpoint of this series (malformed 'metadata' or 'state_dict'); re-run notebook 02.")
+        raise CheckpointError(f"{path} is not a checkpoint of this series "
+                              "(malformed 'metadata' or 'state_dict'); re-run notebook 02.")
     accepted = list(archs)
     if meta.get("format") != CHECKPOINT_FORMAT or meta.get("arch") not in accepted:
         raise CheckpointError(
             f"{path} has format {meta.get('format')!r} / arch {meta.get('arch')!r}; "
-            f"this code reads format {CHECKPOINT_FORMAT} of {' or '.join(map(repr, accepted))}. Re-run notebook 02."
+            f"this code reads format {CHECKPOINT_FORMAT} of {' or '.join(map(repr, accepted))}. "
+            "Re-run notebook 02."
         )
     return payload["state_dict"], meta

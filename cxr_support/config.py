@@ -1,7 +1,8 @@
-"""Support code: the one config of a run, read from CXR_* environment variables (lessons need not read this).
+"""Support code: the one config of a run (lessons need not read this).
 
-``load_config`` builds a frozen ``Config`` from the environment, notebook overrides and
-defaults, and remembers where each value came from; ``Config.show`` prints it as a table.
+The config is read from CXR_* environment variables. ``load_config`` builds a frozen
+``Config`` from the environment, notebook overrides and defaults, and remembers where each
+value came from; ``Config.show`` prints it as a table.
 """
 
 from __future__ import annotations
@@ -11,18 +12,23 @@ import math
 import numbers
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cxr_support import devices, tables, weights
 from cxr_support.paths import PROJECT_ROOT
 
-ARCHS = ("resnet18", "resnet34", "resnet50")  # torchvision ResNets the series can build, load weights for and checkpoint
+# torchvision ResNets the series can build, load weights for and checkpoint
+ARCHS = ("resnet18", "resnet34", "resnet50")
 DEFAULT_POSITIVE_CLASS = "PNEUMONIA"
 
 
 def resolve_arch(arch: str, quick: bool) -> str:
-    """CXR_ARCH as a network: 'auto' is ResNet18 in quick mode (2.8x faster than ResNet50 at 64 px on a CPU), else ResNet50."""
+    """CXR_ARCH as a network: 'auto' is ResNet18 in quick mode, else ResNet50.
+
+    ResNet18 does about 1.8 billion multiply-adds per 224-px image, ResNet50 about 4.1.
+    """
     if arch != "auto":
         return arch
     return "resnet18" if quick else "resnet50"
@@ -43,6 +49,7 @@ class Config:
     pretrained: str
     train_mode: str
     arch: str
+    precision: str
     positive_class: str
     max_images: int | None
     weights_file: Path | None
@@ -54,7 +61,8 @@ class Config:
         return [
             {
                 "setting": field.name,
-                "value": "(auto)" if field.name == "data_dir" and self.data_dir is None else str(getattr(self, field.name)),
+                "value": ("(auto)" if field.name == "data_dir" and self.data_dir is None
+                          else str(getattr(self, field.name))),
                 "source": self.sources.get(field.name, "default"),
             }
             for field in dataclasses.fields(self)
@@ -96,7 +104,10 @@ def _parse_choice(*choices: str):
 
 
 def _parse_path(text: str) -> Path:
-    """A path from the environment; relative ones are taken from the project folder, as notebooks run in notebooks/."""
+    """A path from the environment.
+
+    Relative ones are taken from the project folder, as notebooks run in notebooks/.
+    """
     path = Path(text).expanduser()
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
@@ -116,10 +127,14 @@ def _parse_float(text: str) -> float:
 
 
 def _parse_class_name(text: str) -> str:
-    """A class folder's name: one folder of train/, such as PNEUMONIA (kept as written: folder names are case-sensitive)."""
+    """A class folder's name: one folder of train/, such as PNEUMONIA.
+
+    Kept as written: folder names are case-sensitive.
+    """
     name = text.strip()
     if not name or name in {".", ".."} or "/" in name or "\\" in name:
-        raise ValueError(f"expected the name of one class folder in train/, such as PNEUMONIA, got {text!r}")
+        raise ValueError("expected the name of one class folder in train/, such as PNEUMONIA, "
+                         f"got {text!r}")
     return name
 
 
@@ -144,6 +159,7 @@ _ENV = {
     "pretrained": ("CXR_PRETRAINED", _parse_choice("auto", "1", "0")),
     "train_mode": ("CXR_TRAIN_MODE", _parse_choice("auto", "finetune", "feature_extractor")),
     "arch": ("CXR_ARCH", _parse_choice("auto", *ARCHS)),
+    "precision": ("CXR_PRECISION", _parse_choice("auto", "bf16", "fp16", "fp32")),
     "positive_class": ("CXR_POSITIVE_CLASS", _parse_class_name),
     "max_images": ("CXR_MAX_IMAGES", _parse_optional_int),
     "weights_file": ("CXR_WEIGHTS_FILE", _parse_path),
@@ -151,26 +167,44 @@ _ENV = {
 }
 
 
-FULL_DEFAULTS = {"image_size": 224, "batch_size": 64, "epochs": 8, "max_lr": 3e-4, "max_images": None}
+FULL_DEFAULTS = {"image_size": 224, "batch_size": 64, "epochs": 8, "max_lr": 3e-4,
+                 "max_images": None}
 
 
-QUICK_DEFAULTS = {"image_size": 64, "batch_size": 32, "epochs": 6, "max_lr": 2e-3, "max_images": 400}
+QUICK_DEFAULTS = {"image_size": 64, "batch_size": 32, "epochs": 6, "max_lr": 2e-3,
+                  "max_images": 400}
 
 
-# A CPU with ImageNet weights on disk: every image at full size, the backbone run once, 20 epochs of the head alone.
+# A CPU with ImageNet weights on disk: every image at full size, the backbone run once, 20 epochs
+# of the head alone.
 CPU_FEATURE_DEFAULTS = {**FULL_DEFAULTS, "epochs": 20, "max_lr": 1e-3}
 
 
 def _features_on_cpu(values: dict[str, Any]) -> bool:
-    """True when a CPU run would load ImageNet weights without the network and train only the head on them."""
+    """Whether a CPU run would train only the head (fixed feature extractor).
+
+    True when it would load ImageNet weights without the network and train only the head on them.
+    """
     weights_file = values.get("weights_file")
     if weights_file is not None and not isinstance(weights_file, (str, os.PathLike)):
         return False  # check_settings reports it
-    pretrained, train_mode = (str(values.get(name, "auto")).strip().lower() for name in ("pretrained", "train_mode"))
+    pretrained, train_mode = (str(values.get(name, "auto")).strip().lower()
+                              for name in ("pretrained", "train_mode"))
     wants_features = pretrained != "0" and train_mode in ("auto", "feature_extractor")
     arch = resolve_arch(values.get("arch", "auto"), quick=False)  # the features run at full size
     weights_path = None if weights_file is None else _parse_path(os.fspath(weights_file))
     return wants_features and weights.weights_on_disk(weights_path, arch)
+
+
+KAGGLE_WORKING = Path("/kaggle/working")  # the one folder a Kaggle notebook may write to
+
+
+def default_run_dir(env: Mapping[str, str]) -> Path:
+    """runs/ in the project folder; on Kaggle, in its working folder unless the project is there."""
+    in_working = KAGGLE_WORKING in (PROJECT_ROOT, *PROJECT_ROOT.parents)
+    if env.get("KAGGLE_KERNEL_RUN_TYPE") and not in_working:
+        return KAGGLE_WORKING / "runs"
+    return PROJECT_ROOT / "runs"
 
 
 def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Config:
@@ -194,15 +228,24 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
             sources[name] = f"env {var}"
     if "device" not in values:
         values["device"], sources["device"] = "auto", "default"
-    cpu_features = False  # a CPU with ImageNet weights on disk: full size, head trained on precomputed features
-    if "quick" not in values:  # quick only when training would run on the CPU without ImageNet weights at hand
+    if values["device"] in ("auto", "cuda") and (problem := devices.unsupported_gpu()):
+        raise RuntimeError(problem)
+    # a CPU with ImageNet weights on disk: full size, head trained on precomputed features
+    cpu_features = False
+    # quick only when training would run on the CPU without ImageNet weights at hand
+    if "quick" not in values:
         accelerator = devices.accelerator_kind() if values["device"] == "auto" else values["device"]
         accelerator = None if accelerator == "cpu" else accelerator
         cpu_features = accelerator is None and _features_on_cpu(values)
         values["quick"] = accelerator is None and not cpu_features
-        sources["quick"] = (f"auto ({accelerator} device)" if accelerator else "auto (no accelerator; ImageNet weights on disk: "
-                            "fixed feature extractor at full size)" if cpu_features else "auto (no accelerator)")
-    defaults = QUICK_DEFAULTS if values["quick"] else CPU_FEATURE_DEFAULTS if cpu_features else FULL_DEFAULTS
+        sources["quick"] = (
+            f"auto ({accelerator} device)" if accelerator
+            else "auto (no accelerator; ImageNet weights on disk: "
+                 "fixed feature extractor at full size)" if cpu_features
+            else "auto (no accelerator)"
+        )
+    defaults = (QUICK_DEFAULTS if values["quick"]
+                else CPU_FEATURE_DEFAULTS if cpu_features else FULL_DEFAULTS)
     for name, value in {
         **defaults,
         "data_dir": None,
@@ -210,15 +253,18 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
         "pretrained": "auto",
         "train_mode": "auto",
         "arch": "auto",
+        "precision": "auto",
         "positive_class": DEFAULT_POSITIVE_CLASS,
         "weights_file": None,
-        "run_dir": PROJECT_ROOT / "runs",
+        "run_dir": default_run_dir(env),
     }.items():
         if name not in values:
             values[name] = value
-            label = "quick default" if values["quick"] else "CPU feature-extractor default" if cpu_features else "full default"
+            label = ("quick default" if values["quick"]
+                     else "CPU feature-extractor default" if cpu_features else "full default")
             sources[name] = label if name in defaults else "default"
-    check_settings(values, sources)  # every value, wherever it came from: ranges, types, a writable run dir
+    # every value, wherever it came from: ranges, types, a writable run dir
+    check_settings(values, sources)
     if values["arch"] == "auto":
         values["arch"] = resolve_arch("auto", values["quick"])
         sources["arch"] = f"auto ({'quick mode' if values['quick'] else 'full run'})"
@@ -229,8 +275,9 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
 
 INT_RANGES = {  # whole-number settings: inclusive range, and what the number counts
     "seed": (0, 2**32 - 1, ""),
-    "image_size": (32, 1024, " pixels per side (a ResNet halves the image 5 times, so at 32 px its last"
-                             " block is down to 1 x 1: below that the deepest layers see mostly zero padding)"),
+    "image_size": (32, 1024, " pixels per side (a ResNet halves the image 5 times: at 32 px its"
+                             " last block is already 1 x 1 and its 3 x 3 convolutions see mostly"
+                             " zero padding; smaller images shrink the earlier blocks too)"),
     "batch_size": (1, 4096, " images"),
     "epochs": (1, 1000, ""),
     "max_images": (1, 10_000_000, " images per split, or 'all'"),
@@ -239,14 +286,20 @@ MAX_LR_LIMIT = 1.0
 
 
 def _invalid(name: str, value: Any, allowed: str, sources: dict[str, str]) -> ValueError:
-    """A one-line error naming the variable, the value, where it came from if a notebook set it, and what is allowed."""
+    """A one-line error naming the variable, the value, and what is allowed.
+
+    It also says where the value came from if a notebook set it.
+    """
     via = " (set by a notebook parameter)" if sources.get(name) == "notebook parameter" else ""
     shown = str(value) if isinstance(value, Path) else repr(value)
     return ValueError(f"{_ENV[name][0]}={shown}{via} is not allowed: {allowed}.")
 
 
 def check_settings(values: dict[str, Any], sources: dict[str, str]) -> None:
-    """Check every setting's type and range, in place (normalising e.g. 1 to True); raise one-line ValueErrors."""
+    """Check every setting's type and range; raise one-line ValueErrors.
+
+    Works in place, normalising e.g. 1 to True.
+    """
     quick = values["quick"]
     if not (isinstance(quick, bool) or (isinstance(quick, numbers.Integral) and quick in (0, 1))):
         raise _invalid("quick", quick, "1/0/true/false", sources)
@@ -255,14 +308,18 @@ def check_settings(values: dict[str, Any], sources: dict[str, str]) -> None:
         value = values[name]
         if name == "max_images" and value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                or not low <= value <= high):
             raise _invalid(name, value, f"a whole number from {low} to {high}{unit}", sources)
         values[name] = int(value)
     lr = values["max_lr"]
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and 0 < lr <= MAX_LR_LIMIT):
-        raise _invalid("max_lr", lr, f"a finite number above 0 and at most {MAX_LR_LIMIT:g} (defaults: 3e-4, quick mode 2e-3)", sources)
+    if (isinstance(lr, bool) or not isinstance(lr, numbers.Real)
+            or not (math.isfinite(lr) and 0 < lr <= MAX_LR_LIMIT)):
+        raise _invalid("max_lr", lr, f"a finite number above 0 and at most {MAX_LR_LIMIT:g} "
+                       "(defaults: 3e-4; quick mode 2e-3; CPU feature extractor 1e-3)", sources)
     values["max_lr"] = float(lr)
-    for name in ("device", "pretrained", "train_mode", "arch", "positive_class"):  # choices, re-checked when a notebook passed a non-string
+    # choices, re-checked when a notebook passed a non-string
+    for name in ("device", "pretrained", "train_mode", "arch", "precision", "positive_class"):
         try:
             values[name] = _ENV[name][1](str(values[name]))
         except ValueError as err:
@@ -271,26 +328,38 @@ def check_settings(values: dict[str, Any], sources: dict[str, str]) -> None:
 
 
 def _check_paths(values: dict[str, Any], sources: dict[str, str]) -> None:
-    """Paths as absolute Paths; the data dir not a file, the weights file not a folder, the run dir writable."""
+    """Paths as absolute Paths.
+
+    The data dir not a file, the weights file not a folder, the run dir writable.
+    """
     for name in ("data_dir", "weights_file", "run_dir"):
         value = values[name]
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise _invalid(name, value, "a path", sources)
         values[name] = None if value is None else _parse_path(os.fspath(value))
-    if values["data_dir"] is not None and values["data_dir"].exists() and not values["data_dir"].is_dir():
-        raise _invalid("data_dir", values["data_dir"], "a folder (the unpacked chest_xray folder), not a file", sources)
+    if (values["data_dir"] is not None and values["data_dir"].exists()
+            and not values["data_dir"].is_dir()):
+        raise _invalid("data_dir", values["data_dir"],
+                       "a folder (the unpacked chest_xray folder), not a file", sources)
     if values["weights_file"] is not None and values["weights_file"].is_dir():
-        raise _invalid("weights_file", values["weights_file"], "a file (torchvision's weights file, e.g. resnet50-11ad3fa6.pth), not a folder", sources)
+        raise _invalid("weights_file", values["weights_file"],
+                       "a file (torchvision's weights file, e.g. resnet50-11ad3fa6.pth), "
+                       "not a folder", sources)
     problem = run_dir_problem(values["run_dir"])
     if problem:
-        raise _invalid("run_dir", values["run_dir"], f"a folder you can write to (made if missing), but {problem}", sources)
+        raise _invalid("run_dir", values["run_dir"],
+                       f"a folder you can write to (made if missing), but {problem}", sources)
 
 
 def run_dir_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be the run dir (it is a file, cannot be created or is not writable), or None; writes nothing."""
+    """Why ``path`` cannot be the run dir, or None; leaves nothing behind.
+
+    The reasons: it is a file, cannot be created or is not writable.
+    """
     existing = path
     while not os.path.lexists(existing) and existing.parent != existing:
-        existing = existing.parent  # the nearest existing folder above: the run dir would be made inside it
+        # the nearest existing folder above: the run dir would be made inside it
+        existing = existing.parent
     if not existing.is_dir():
         if existing == path:
             return "it is a file" if path.is_file() else "it is a broken link or not a folder"

@@ -1,9 +1,10 @@
 """Support code: finding, downloading and listing the dataset's files (lessons need not read this).
 
 The Kaggle layout is ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``; another binary X-ray
-folder in that layout works too, its two class names read from ``train/`` (``find_class_names``). Bad input gets a
-``DataError`` naming the path and the fix; files that are not images are skipped with a
-warning that lists them. The saved patient split also lives here.
+folder in that layout works too, its two class names read from ``train/``
+(``find_class_names``). Bad input gets a ``DataError`` naming the path and the fix; files
+that are not images are skipped with a warning that lists them. The saved patient split also
+lives here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from cxr_support.paths import PROJECT_ROOT, display_path
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff"})
 KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
-SPLIT_FORMAT = 2  # 2: patient ids per class for names without a patient pattern; a saved split of another format is made again
+# 2: patient ids per class for names without a patient pattern; a saved split of another format
+# is made again
+SPLIT_FORMAT = 2
 KAGGLE_MOUNT = Path("/kaggle/input/chest-xray-pneumonia/chest_xray")
 
 
@@ -34,7 +37,10 @@ def _looks_like_root(path: Path) -> bool:
 
 
 def locate_dataset_root(path: Path) -> Path | None:
-    """Find the folder holding train/ and test/ at or below ``path`` (the Kaggle zip nests it twice)."""
+    """Find the folder holding train/ and test/ at or below ``path``.
+
+    The Kaggle zip nests it twice.
+    """
     for candidate in (path, path / "chest_xray", path / "chest_xray" / "chest_xray"):
         if candidate.is_dir() and candidate.name != "__MACOSX" and _looks_like_root(candidate):
             return candidate
@@ -47,15 +53,21 @@ def default_data_dirs() -> list[Path]:
 
 
 def find_dataset(data_dir: Path | None) -> Path | None:
-    """Return the real dataset's root: the given folder (or an error) or the first default that has it."""
+    """Return the real dataset's root.
+
+    Either the given folder (or an error) or the first default that has it.
+    """
     if data_dir is not None:
         data_dir = Path(data_dir)
         root = locate_dataset_root(data_dir)
         if root is None:
-            looked = ", ".join(str(p) for p in (data_dir, data_dir / "chest_xray", data_dir / "chest_xray" / "chest_xray"))
+            looked = ", ".join(str(p) for p in (data_dir, data_dir / "chest_xray",
+                                                data_dir / "chest_xray" / "chest_xray"))
             raise DataError(
-                f"CXR_DATA_DIR={data_dir} does not hold the dataset: no train/ and test/ folders in {looked}. "
-                "Point CXR_DATA_DIR at the unpacked 'chest_xray' folder (see the README, 'Getting the real data'), "
+                f"CXR_DATA_DIR={data_dir} does not hold the dataset: "
+                f"no train/ and test/ folders in {looked}. "
+                "Point CXR_DATA_DIR at the unpacked 'chest_xray' folder "
+                "(see the README, 'Getting the real data'), "
                 "or unset it to use the synthetic sample."
             )
         return root
@@ -67,9 +79,10 @@ def find_dataset(data_dir: Path | None) -> Path | None:
 
 
 def resolve_dataset(data_dir: Path | None, run_dir: Path, seed: int = 42) -> tuple[Path, bool]:
-    """Return (dataset root, is_synthetic): the real data if found, else the synthetic sample, loudly.
+    """Return (dataset root, is_synthetic).
 
-    ``data_dir`` is CXR_DATA_DIR (None: search the defaults).
+    The real data if found, else the synthetic sample, loudly. ``data_dir`` is CXR_DATA_DIR
+    (None: search the defaults).
     """
     root = find_dataset(data_dir)
     if root is not None:
@@ -98,7 +111,8 @@ def download_dataset(target_dir: Path) -> Path:
     cached = Path(kagglehub.dataset_download(KAGGLE_DATASET))
     root = locate_dataset_root(cached)
     if root is None:
-        raise DataError(f"Downloaded {KAGGLE_DATASET} to {cached} but found no chest_xray/train and test there.")
+        raise DataError(f"Downloaded {KAGGLE_DATASET} to {cached} "
+                        "but found no chest_xray/train and test there.")
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
     link = target_dir / "chest_xray"
@@ -112,14 +126,20 @@ _JUNK_NAMES = {"thumbs.db", "desktop.ini"}
 
 
 def find_class_names(root: Path, positive: str = "PNEUMONIA") -> tuple[str, str]:
-    """(negative, positive): the two class folders of ``train/``, the one named ``positive`` (CXR_POSITIVE_CLASS) last."""
+    """(negative, positive): the two class folders of ``train/``.
+
+    The one named ``positive`` (CXR_POSITIVE_CLASS) comes last.
+    """
     train_dir = Path(root) / "train"
     if not train_dir.is_dir():
-        raise DataError(f"Missing split folder {train_dir}. The dataset must have {'/'.join(SPLIT_FOLDERS)}/ with one folder per class inside each.")
-    found = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
+        raise DataError(f"Missing split folder {train_dir}. The dataset must have "
+                        f"{'/'.join(SPLIT_FOLDERS)}/ with one folder per class inside each.")
+    found = sorted(p.name for p in train_dir.iterdir()
+                   if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
     shown = ", ".join(display_path(name) for name in found) or "none"
     if len(found) != 2:
-        raise DataError(f"{train_dir} must hold exactly two class folders (such as NORMAL and PNEUMONIA); found {len(found)}: {shown}.")
+        raise DataError(f"{train_dir} must hold exactly two class folders "
+                        f"(such as NORMAL and PNEUMONIA); found {len(found)}: {shown}.")
     same_but_case = [name for name in found if name.lower() == positive.lower()]
     if positive not in found and len(same_but_case) == 1:
         positive = same_but_case[0]  # a pneumonia/ folder works with the default PNEUMONIA too
@@ -134,23 +154,26 @@ def find_class_names(root: Path, positive: str = "PNEUMONIA") -> tuple[str, str]
 def list_split(
     root: Path, split: str, class_names: Sequence[str] = CLASS_NAMES, required: bool = True
 ) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]]]:
-    """List (path, label) for one split folder, label = position in ``class_names``, and the (path, reason) of every file skipped.
+    """List (path, label) for one split folder, and the (path, reason) of every file skipped.
 
-    A split that is not ``required`` (Kaggle's val/, which the series does not use) may be missing: then both lists are empty.
+    The label is the position in ``class_names``. A split that is not ``required`` (Kaggle's
+    val/, which the series does not use) may be missing: then both lists are empty.
     """
     split_dir = Path(root) / split
     if not split_dir.exists() and not required:
         return [], []
     if not split_dir.is_dir():
         raise DataError(
-            f"Missing split folder {split_dir}. The dataset must have {'/'.join(SPLIT_FOLDERS)}/ with "
+            f"Missing split folder {split_dir}. "
+            f"The dataset must have {'/'.join(SPLIT_FOLDERS)}/ with "
             f"{' and '.join(class_names)}/ inside each; re-download or re-unpack it."
         )
     samples, skipped = [], []
     for label, class_name in enumerate(class_names):
         class_dir = split_dir / class_name
         if not class_dir.is_dir():
-            raise DataError(f"Missing class folder {class_dir}; expected {' and '.join(class_names)} in {split_dir}.")
+            raise DataError(f"Missing class folder {class_dir}; "
+                            f"expected {' and '.join(class_names)} in {split_dir}.")
         found = 0
         for path in sorted(class_dir.iterdir()):
             if path.is_dir():
@@ -165,7 +188,8 @@ def list_split(
                 samples.append((path, label))
                 found += 1
         if found == 0:
-            raise DataError(f"Class folder {class_dir} has no images. Check that the download or unpacking finished.")
+            raise DataError(f"Class folder {class_dir} has no images. "
+                            "Check that the download or unpacking finished.")
     return samples, skipped
 
 
@@ -178,10 +202,14 @@ def warn_skipped(skipped: Sequence[tuple[Path | str, str]], what: str = "files")
 
 
 def file_list_sha256(paths: Iterable[Path], root: Path) -> str:
-    """SHA-256 of a list of file paths relative to ``root``: changes when any file is added, removed or renamed."""
+    """SHA-256 of a list of file paths relative to ``root``.
+
+    It changes when any file is added, removed or renamed.
+    """
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(os.fsencode(Path(path).relative_to(root)) + b"\0")  # the file system's bytes: any name works
+        # the file system's bytes: any name works
+        digest.update(os.fsencode(Path(path).relative_to(root)) + b"\0")
     return digest.hexdigest()
 
 
@@ -193,17 +221,25 @@ def load_or_make_split(
     make_split: Callable[[Sequence[tuple[Path, int]], float, int], tuple[list[int], list[int]]],
     val_fraction: float = 0.1,
 ) -> tuple[list[int], list[int]]:
-    """Reuse the split saved in the run dir for this file list and seed, or make it with ``make_split`` and save it."""
+    """Make the split with ``make_split`` (cheap and seeded) and keep it in the run dir.
+
+    The file records which files a run validated on. It is rewritten only when it differs: a
+    new file list, or a changed patient rule (say a new pattern in ``PATIENT_PATTERNS``), which
+    a reused file would silently ignore; the second case is announced with a warning.
+    """
     path = Path(run_dir) / f"split-seed{seed}.json"
-    remove_stale_temporaries(Path(run_dir))  # e.g. a split file's, left by a process killed while writing it
+    # e.g. a split file's, left by a process killed while writing it
+    remove_stale_temporaries(Path(run_dir))
     fingerprint = file_list_sha256((p for p, _ in samples), root)[:16]
     rel = [str(Path(p).relative_to(root)) for p, _ in samples]
-    saved = _read_saved_split(path)
-    if saved.get("format") == SPLIT_FORMAT and saved.get("fingerprint") == fingerprint and saved.get("val_fraction") == val_fraction:
-        val_set = set(saved["val"])
-        val = [i for i, r in enumerate(rel) if r in val_set]
-        return [i for i, r in enumerate(rel) if r not in val_set], val
     train_idx, val_idx = make_split(samples, val_fraction, seed)
+    saved = _read_saved_split(path)
+    if (saved.get("format") == SPLIT_FORMAT and saved.get("fingerprint") == fingerprint
+            and saved.get("val_fraction") == val_fraction):
+        if sorted(saved["val"]) == sorted(rel[i] for i in val_idx):
+            return train_idx, val_idx  # the saved split is this one: nothing to write
+        warnings.warn(f"{path} was made for the same files by another patient rule; replacing "
+                      "it with the split the current rule makes.", stacklevel=2)
     record = {
         "format": SPLIT_FORMAT,
         "seed": seed,
@@ -214,33 +250,43 @@ def load_or_make_split(
         "train": [rel[i] for i in train_idx],
     }
     try:
-        atomic_write_text(path, json.dumps(record, indent=1))  # JSON escapes names that are not UTF-8: they round-trip
-    except OSError as err:  # the split is recomputed identically from the seed: saving it is a convenience
-        warnings.warn(f"{err}. Carrying on with the split in memory; it is made again, identically, next time.", stacklevel=2)
+        # JSON escapes names that are not UTF-8: they round-trip
+        atomic_write_text(path, json.dumps(record, indent=1))
+    except OSError as err:
+        # the split is recomputed identically from the seed: saving it is a convenience
+        warnings.warn(f"{err}. Carrying on with the split in memory; "
+                      "it is made again, identically, next time.", stacklevel=2)
     return train_idx, val_idx
 
 
 def _read_saved_split(path: Path) -> dict:
-    """A saved split file's content, or {} when it is missing or damaged (it is then made again)."""
+    """A saved split file's content, or {} when it is missing or damaged (then made again)."""
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as err:
-        warnings.warn(f"Ignoring unreadable split file {path} ({err}); making the split again.", stacklevel=3)
+        warnings.warn(f"Ignoring unreadable split file {path} ({err}); making the split again.",
+                      stacklevel=3)
         return {}
-    valid = isinstance(saved, dict) and isinstance(saved.get("val"), list) and all(isinstance(v, str) for v in saved["val"])
+    valid = (isinstance(saved, dict) and isinstance(saved.get("val"), list)
+             and all(isinstance(v, str) for v in saved["val"]))
     return saved if valid else {}
 
 
-def stratified_subset(samples: Sequence[tuple[Path, int]], indices: list[int], cap: int | None, seed: int) -> list[int]:
-    """At most ``cap`` of ``indices``, drawn at random per class in proportion to the class sizes."""
+def stratified_subset(samples: Sequence[tuple[Path, int]], indices: list[int], cap: int | None,
+                      seed: int) -> list[int]:
+    """At most ``cap`` of ``indices``, drawn at random per class in proportion to class sizes."""
     if cap is None or len(indices) <= cap:
         return indices
-    by_class = [[i for i in indices if samples[i][1] == label] for label in sorted({samples[i][1] for i in indices})]
+    by_class = [[i for i in indices if samples[i][1] == label]
+                for label in sorted({samples[i][1] for i in indices})]
     exact = [cap * len(members) / len(indices) for members in by_class]
     shares = [math.floor(x) for x in exact]
-    for label in sorted(range(len(exact)), key=lambda k: exact[k] - shares[k], reverse=True)[: cap - sum(shares)]:
-        shares[label] += 1  # largest remainders first, so the shares add up to cap exactly
+    # largest remainders first, so the shares add up to cap exactly
+    for label in sorted(range(len(exact)), key=lambda k: exact[k] - shares[k],
+                        reverse=True)[: cap - sum(shares)]:
+        shares[label] += 1
     rng = random.Random(seed)
-    return sorted(i for members, share in zip(by_class, shares) for i in rng.sample(members, share))
+    return sorted(i for members, share in zip(by_class, shares)
+                  for i in rng.sample(members, share))

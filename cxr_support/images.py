@@ -1,8 +1,9 @@
 """Support code: decoding image files of any mode to 8-bit grayscale (lessons need not read this).
 
 Every mode Pillow opens reads as grey (the rule per mode is in ``to_grayscale``). Hostile or
-odd files end in a ``DataError`` that names the file: images that declare more pixels than
-Pillow's safety limit (``Image.MAX_IMAGE_PIXELS``), damaged files, float images with NaN or
+odd files end in a ``DataError`` that names the file: images that declare more than twice
+Pillow's safety limit (``Image.MAX_IMAGE_PIXELS``; between one and two times it only warns),
+damaged files, float images with NaN or
 infinite values, a pixel mode with no conversion to grey. Films stored rotated (EXIF
 orientation) are turned upright, and wide (16-bit, 32-bit, float) images are converted in
 slices, never as full-size float copies.
@@ -21,9 +22,11 @@ from cxr_support.paths import display_path
 
 WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 _BYTE_ORDER_16 = frozenset({"I;16B", "I;16L", "I;16N"})  # 16-bit modes Pillow's getextrema refuses
-_ROWS_PER_SLICE = 256  # wide images are scaled this many rows at a time (float32), to bound memory
+# wide images are scaled this many rows at a time (float32), to bound memory
+_ROWS_PER_SLICE = 256
 
-# EXIF orientation -> the transposition that shows the image upright (as ImageOps.exif_transpose does)
+# EXIF orientation -> the transposition that shows the image upright
+# (as ImageOps.exif_transpose does)
 _UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -36,7 +39,10 @@ _UPRIGHT = {
 
 
 def _open_xray(path: Path, draft_size: int | None) -> tuple[Image.Image, tuple[int, int], str]:
-    """(8-bit grey image, stored size, stored mode) of a file; any failure becomes a DataError naming the file."""
+    """(8-bit grey image, stored size, stored mode) of a file.
+
+    Any failure becomes a DataError naming the file.
+    """
     try:
         with Image.open(path) as image:
             original_size, original_mode = image.size, image.mode
@@ -46,26 +52,30 @@ def _open_xray(path: Path, draft_size: int | None) -> tuple[Image.Image, tuple[i
             return to_grayscale(image), original_size, original_mode
     except Image.DecompressionBombError as err:
         raise DataError(
-            f"Refusing to decode {display_path(path)}: {err} Shrink the file, move it out of the dataset, or, if you trust it, "
+            f"Refusing to decode {display_path(path)}: {err} "
+            "Shrink the file, move it out of the dataset, or, if you trust it, "
             "raise PIL.Image.MAX_IMAGE_PIXELS."
         ) from err
-    except Exception as err:  # damaged or hostile files raise many kinds of errors: each names its file
+    # damaged or hostile files raise many kinds of errors: each names its file
+    except Exception as err:
         raise DataError(
-            f"Cannot read image {display_path(path)}: {type(err).__name__}: {err}. Delete or replace the file, or move it out of the dataset."
+            f"Cannot read image {display_path(path)}: {type(err).__name__}: {err}. "
+            "Delete or replace the file, or move it out of the dataset."
         ) from err
 
 
 def read_xray(path: Path | str, draft_size: int | None = None) -> Image.Image:
-    """Open any image file as 8-bit grayscale ('L'); JPEGs decode at a reduced scale when ``draft_size`` allows.
+    """Open any image file as 8-bit grayscale ('L').
 
-    Handles every mode Pillow opens (rules in ``to_grayscale``) and EXIF orientation;
-    raises ``DataError`` naming the file when it is not a readable image.
+    JPEGs decode at a reduced scale when ``draft_size`` allows. Handles every mode Pillow opens
+    (rules in ``to_grayscale``) and EXIF orientation; raises ``DataError`` naming the file when
+    it is not a readable image.
     """
     return _open_xray(Path(path), draft_size)[0]
 
 
 def _exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1 to 8) of an image; 1 (as stored) when it has none or it is damaged."""
+    """The EXIF orientation (1 to 8) of an image; 1 (as stored) when it has none or is damaged."""
     try:
         return int(image.getexif().get(0x0112, 1))  # 0x0112: the EXIF Orientation tag
     except Exception:  # a damaged EXIF block is ignored, as viewers do
@@ -76,7 +86,8 @@ def _row_slices(image: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
     """(first row, pixels in the image's own number type) of each slice of rows of an image."""
     width, height = image.size
     for start in range(0, height, _ROWS_PER_SLICE):
-        yield start, np.asarray(image.crop((0, start, width, min(height, start + _ROWS_PER_SLICE))))
+        yield start, np.asarray(
+            image.crop((0, start, width, min(height, start + _ROWS_PER_SLICE))))
 
 
 def _extrema(image: Image.Image) -> tuple[float, float]:
@@ -89,7 +100,10 @@ def _extrema(image: Image.Image) -> tuple[float, float]:
 
 
 def _wide_to_8bit(image: Image.Image) -> Image.Image:
-    """16/32-bit integer or float pixels to 8-bit, a slice of rows at a time (never a full-size float copy)."""
+    """16/32-bit integer or float pixels to 8-bit, a slice of rows at a time.
+
+    Never a full-size float copy.
+    """
     # Integers in [0, 65535]: the full scale of the smallest of 8, 12 or 16 bits that holds them is
     # white (12-bit detector data in 16-bit files is not left near black). Floats in [0, 1]: 1 is
     # white. Anything else (negative values, floats beyond 1, integers over 65535): lowest value
@@ -118,7 +132,10 @@ def _wide_to_8bit(image: Image.Image) -> Image.Image:
 
 
 def _composite_on_black(image: Image.Image) -> Image.Image:
-    """Grey of an image with transparency, laid on black: grey x alpha / 255, in 8-bit planes only."""
+    """Grey of an image with transparency, laid on black: grey x alpha / 255.
+
+    In 8-bit planes only.
+    """
     from PIL import ImageChops
 
     if image.mode not in {"RGBA", "LA"}:
@@ -160,7 +177,8 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     orientation = _exif_orientation(image)
     if image.mode in WIDE_MODES:
         gray = _wide_to_8bit(image)
-    elif image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
+    elif (image.mode in {"RGBA", "LA", "PA"}
+          or (image.mode == "P" and "transparency" in image.info)):
         gray = _composite_on_black(image)
     else:
         gray = _opaque_to_8bit(image)
@@ -168,7 +186,10 @@ def to_grayscale(image: Image.Image) -> Image.Image:
 
 
 def decode_resized(path: Path | str, image_size: int) -> tuple[np.ndarray, tuple[int, int], str]:
-    """Decode one file to a (size x size) uint8 array with an antialiased resize; also its original size and mode."""
+    """Decode one file to a (size x size) uint8 array with an antialiased resize.
+
+    Also returns its original size and mode.
+    """
     image, original_size, original_mode = _open_xray(Path(path), draft_size=image_size)
     image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(image), original_size, original_mode

@@ -1,9 +1,9 @@
-"""Support code: is Jovian configured and reachable? Checked before any upload (lessons need not read this).
+"""Support code: whether Jovian is configured and reachable (lessons need not read this).
 
-Every talk with the service runs in a worker thread with a wall-clock deadline
-(``run_with_deadline``): a server that trickles its answer or stalls on an upload cannot
-hang a notebook, because the client's own timeouts bound each read, not the whole call,
-and its uploads have none. Never prints or returns the API key.
+It is checked before any upload. Every talk with the service runs in a worker thread with a
+wall-clock deadline (``run_with_deadline``): a server that trickles its answer or stalls on
+an upload cannot hang a notebook, because the client's own timeouts bound each read, not the
+whole call, and its uploads have none. Never prints or returns the API key.
 """
 
 from __future__ import annotations
@@ -27,9 +27,13 @@ def jovian_credentials_path() -> Path:
 
 
 def run_with_deadline(work: Callable[[], Any], deadline_s: float) -> str | None:
-    """Run ``work()`` in a daemon thread for at most ``deadline_s`` seconds; None when it finished, else why not."""
-    # The reason names only the kind of error (an exception's text may quote a key). A call that overruns is
-    # abandoned, not stopped (Python cannot stop a thread): it may still finish in the background.
+    """Run ``work()`` in a daemon thread for at most ``deadline_s`` seconds.
+
+    None when it finished, else why not.
+    """
+    # The reason names only the kind of error (an exception's text may quote a key). A call that
+    # overruns is abandoned, not stopped (Python cannot stop a thread): it may still finish in the
+    # background.
     if not (isinstance(deadline_s, (int, float)) and math.isfinite(deadline_s) and deadline_s > 0):
         raise ValueError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}")
     failure: list[str] = []
@@ -37,7 +41,8 @@ def run_with_deadline(work: Callable[[], Any], deadline_s: float) -> str | None:
     def target() -> None:
         try:
             work()
-        except BaseException as err:  # reported to the caller, whatever it was (SystemExit from a client too)
+        # reported to the caller, whatever it was (SystemExit from a client too)
+        except BaseException as err:
             failure.append(type(err).__name__)
 
     worker = threading.Thread(target=target, name="jovian-worker", daemon=True)
@@ -49,13 +54,18 @@ def run_with_deadline(work: Callable[[], Any], deadline_s: float) -> str | None:
 
 
 def jovian_switch() -> tuple[bool, str]:
-    """(allowed, reason) from CXR_JOVIAN: unset or 1/true/yes/on allow Jovian, 0/false/no/off switch it off."""
+    """(allowed, reason) from CXR_JOVIAN.
+
+    Unset or 1/true/yes/on allow Jovian, 0/false/no/off switch it off.
+    """
     text = os.environ.get("CXR_JOVIAN", "")
     try:
         allowed = parse_bool(text) if text.strip() else True
     except ValueError:
-        return False, f"CXR_JOVIAN={text!r} is not valid: use 0 to switch Jovian off, or 1 (or leave it unset) to allow it. Not logged."
-    return (True, "") if allowed else (False, f"Jovian is switched off (CXR_JOVIAN={text.strip()}).")
+        return False, (f"CXR_JOVIAN={text!r} is not valid: use 0 to switch Jovian off, "
+                       "or 1 (or leave it unset) to allow it. Not logged.")
+    return ((True, "") if allowed
+            else (False, f"Jovian is switched off (CXR_JOVIAN={text.strip()})."))
 
 
 def read_credentials(path: Path) -> tuple[dict[str, str] | None, str]:
@@ -64,11 +74,14 @@ def read_credentials(path: Path) -> tuple[dict[str, str] | None, str]:
     try:
         creds = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None, f"No Jovian credentials ({path} does not exist). Run `jovian configure` once to add your API key."
+        return None, (f"No Jovian credentials ({path} does not exist). "
+                      "Run `jovian configure` once to add your API key.")
     except (OSError, ValueError) as err:  # ValueError covers bad JSON and bad UTF-8
-        return None, f"The Jovian credentials file {path} is unreadable ({type(err).__name__}). {fix}"
+        return None, (f"The Jovian credentials file {path} is unreadable "
+                      f"({type(err).__name__}). {fix}")
     if not isinstance(creds, dict):
-        return None, f"The Jovian credentials file {path} holds a JSON {type(creds).__name__}, not an object. {fix}"
+        return None, (f"The Jovian credentials file {path} holds a JSON "
+                      f"{type(creds).__name__}, not an object. {fix}")
     key, api_url = creds.get("API_KEY"), creds.get("API_URL") or DEFAULT_API_URL
     if not key:
         return None, f"{path} holds no API key. Run `jovian configure` to add one."
@@ -78,9 +91,9 @@ def read_credentials(path: Path) -> tuple[dict[str, str] | None, str]:
 
 
 def jovian_status(timeout_s: float = 5.0, creds_path: Path | None = None) -> tuple[bool, str]:
-    """(ready, reason): True only when a key is configured and the Jovian API accepts it within ``timeout_s`` in all.
+    """(ready, reason): True only when a key is configured and the Jovian API accepts it.
 
-    Never prints or returns the key itself.
+    The API must answer within ``timeout_s`` in all. Never prints or returns the key itself.
     """
     allowed, reason = jovian_switch()
     if not allowed:
@@ -94,12 +107,15 @@ def jovian_status(timeout_s: float = 5.0, creds_path: Path | None = None) -> tup
     api_url, answer = creds["API_URL"], {}
 
     def ask() -> None:
-        url, headers = api_url.rstrip("/") + "/user/profile", {"Authorization": "Bearer " + creds["API_KEY"]}
+        url, headers = (api_url.rstrip("/") + "/user/profile",
+                        {"Authorization": "Bearer " + creds["API_KEY"]})
         answer["status"] = requests.get(url, headers=headers, timeout=timeout_s).status_code
 
     failure = run_with_deadline(ask, timeout_s)
     if failure:
-        return False, f"The Jovian service at {api_url} did not answer ({failure}); nothing was uploaded."
+        return False, (f"The Jovian service at {api_url} did not answer ({failure}); "
+                       "nothing was uploaded.")
     if answer["status"] != 200:
-        return False, f"The Jovian service at {api_url} refused the API key (HTTP {answer['status']}). Run `jovian configure` again."
+        return False, (f"The Jovian service at {api_url} refused the API key "
+                       f"(HTTP {answer['status']}). Run `jovian configure` again.")
     return True, f"Jovian is reachable at {api_url} and the API key is valid."

@@ -1,8 +1,9 @@
-"""Support code: decode every image once into a uint8 tensor, cached on disk in the run dir (lessons need not read this).
+"""Support code: decode every image once into a uint8 tensor (lessons need not read this).
 
-The cache file's name is a hash of the paths, their sizes and modification times and the
-image size, so any change rebuilds it; a damaged cache is rebuilt, never trusted. The cache
-is only a speed-up: when it cannot be written (disk full, quota) the run warns and goes on.
+The tensor is cached on disk in the run dir. The cache file's name is a hash of the paths,
+their sizes and modification times and the image size, so any change rebuilds it; a damaged
+cache is rebuilt, never trusted. The cache is only a speed-up: when it cannot be written
+(disk full, quota) the run warns and goes on.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class XraySplit:
     original_sizes: list[tuple[int, int]]
     original_modes: list[str]
     skipped: list[tuple[str, str]]
-    class_names: tuple[str, ...] = CLASS_NAMES  # label k is class_names[k]; the last one is the class the model detects
+    # label k is class_names[k]; the last one is the class the model detects
+    class_names: tuple[str, ...] = CLASS_NAMES
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -74,12 +76,17 @@ def _decode_or_none(path: Path, image_size: int):
 def decode_files(
     paths: Sequence[Path], image_size: int, workers: int | None = None, progress: bool = True
 ) -> tuple[np.ndarray, list[int], list[tuple[int, int]], list[str], list[tuple[str, str]]]:
-    """Decode files in parallel threads; return pixels, indices kept, sizes, modes and (path, reason) skipped."""
-    workers = workers or os.cpu_count() or 1  # Pillow releases the GIL while it decodes: one thread per core
+    """Decode files in parallel threads.
+
+    Return pixels, indices kept, sizes, modes and (path, reason) skipped.
+    """
+    # Pillow releases the GIL while it decodes: one thread per core
+    workers = workers or os.cpu_count() or 1
     kept, pixels, sizes, modes, skipped = [], [], [], [], []
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda p: _decode_or_none(p, image_size), paths)
-        for index, result in enumerate(progress_bar(results, total=len(paths), desc="decode", unit="image", disable=not progress)):
+        for index, result in enumerate(progress_bar(results, total=len(paths), desc="decode",
+                                                    unit="image", disable=not progress)):
             if isinstance(result, DataError):
                 skipped.append((str(paths[index]), str(result.__cause__ or result)))
                 continue
@@ -93,33 +100,41 @@ def decode_files(
 
 
 def cache_key(paths: Sequence[Path], image_size: int) -> str:
-    """A hash of the paths, their sizes and modification times and the image size: the cache file's key."""
+    """The cache file's key.
+
+    A hash of the paths, their sizes and modification times and the image size.
+    """
     digest = hashlib.sha256(f"format{CACHE_FORMAT}-size{image_size}".encode())
     for path in paths:
         stat = Path(path).stat()
-        digest.update(os.fsencode(Path(path).resolve()) + f"|{stat.st_size}|{stat.st_mtime_ns}\n".encode())  # any file name
+        # os.fsencode: any file name
+        digest.update(os.fsencode(Path(path).resolve())
+                      + f"|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
 
 
 def load_pixels(
-    name: str, samples: Sequence[tuple[Path, int]], image_size: int, cache_dir: Path | None, progress: bool = True,
-    class_names: Sequence[str] = CLASS_NAMES,
+    name: str, samples: Sequence[tuple[Path, int]], image_size: int, cache_dir: Path | None,
+    progress: bool = True, class_names: Sequence[str] = CLASS_NAMES,
 ) -> XraySplit:
-    """Decode a list of (path, label) once into an ``XraySplit``, reusing the on-disk cache when it matches.
+    """Decode a list of (path, label) once into an ``XraySplit``.
 
-    The cache file's name is a hash of the paths,
+    Reuses the on-disk cache when it matches. The cache file's name is a hash of the paths,
     their sizes and modification times and the image size, so any change rebuilds it.
     Unreadable files are skipped with a warning that lists them.
     """
     paths = [Path(p) for p, _ in samples]
     labels = [int(label) for _, label in samples]
-    cache_path = Path(cache_dir) / f"{name}-{cache_key(paths, image_size)}.pt" if cache_dir else None
+    cache_path = (Path(cache_dir) / f"{name}-{cache_key(paths, image_size)}.pt"
+                  if cache_dir else None)
     if cache_dir is not None:
-        remove_stale_temporaries(Path(cache_dir))  # left by a process killed while it wrote a cache file
+        # left by a process killed while it wrote a cache file
+        remove_stale_temporaries(Path(cache_dir))
     if cache_path is not None and cache_path.exists():
         try:
             saved = torch.load(cache_path, weights_only=True)
-            label_of = dict(zip(paths, labels))  # labels come from the folders now, not the cache: CXR_POSITIVE_CLASS may differ
+            # labels come from the folders now, not the cache: CXR_POSITIVE_CLASS may differ
+            label_of = dict(zip(paths, labels))
             split = XraySplit(
                 name,
                 saved["pixels"],
@@ -133,7 +148,8 @@ def load_pixels(
             warn_skipped(split.skipped, f"unreadable images in {name}")
             return split
         except Exception as err:  # a damaged cache is rebuilt, never trusted
-            warnings.warn(f"Ignoring unreadable cache {cache_path} ({err}); rebuilding it.", stacklevel=2)
+            warnings.warn(f"Ignoring unreadable cache {cache_path} ({err}); rebuilding it.",
+                          stacklevel=2)
     pixels, kept, sizes, modes, skipped = decode_files(paths, image_size, progress=progress)
     split = XraySplit(
         name,
@@ -152,7 +168,10 @@ def load_pixels(
 
 
 def _save_cache(split: XraySplit, cache_path: Path) -> None:
-    """Write the cache file; on failure (disk full, quota, read-only) warn and go on: the pixels are in memory."""
+    """Write the cache file.
+
+    On failure (disk full, quota, read-only) warn and go on: the pixels are in memory.
+    """
     payload = {
         "pixels": split.pixels,
         "labels": split.labels,
@@ -165,7 +184,9 @@ def _save_cache(split: XraySplit, cache_path: Path) -> None:
         atomic_torch_save(payload, cache_path)
     except OSError as err:
         warnings.warn(
-            f"Could not save the pixel cache {cache_path} ({err}). Carrying on with the pixels in memory; "
-            "the next run decodes the images again. Free some disk space or set CXR_RUN_DIR to a folder with room.",
+            f"Could not save the pixel cache {cache_path} ({err}). "
+            "Carrying on with the pixels in memory; "
+            "the next run decodes the images again. "
+            "Free some disk space or set CXR_RUN_DIR to a folder with room.",
             stacklevel=3,
         )

@@ -1,4 +1,7 @@
-"""Support code: the figures of the series (lessons need not read this; each is a few matplotlib calls)."""
+"""Support code: the figures of the series (lessons need not read this).
+
+Each is a few matplotlib calls.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from cxr_support.names import CLASS_NAMES
 from cxr_support.pixel_cache import XraySplit
 
 
-def plot_counts(rows: Sequence[dict[str, Any]], key: str = "folder", class_names: Sequence[str] = CLASS_NAMES) -> None:
+def plot_counts(rows: Sequence[dict[str, Any]], key: str = "folder",
+                class_names: Sequence[str] = CLASS_NAMES) -> None:
     """Bar chart of images per class per split."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     positions = np.arange(len(rows))
@@ -42,7 +46,8 @@ def plot_image_sizes(split: XraySplit) -> None:
 def show_augmentations(original: torch.Tensor, augmented: torch.Tensor) -> None:
     """One image (1 x H x W, in [0, 1]) beside augmented versions of it (N x 1 x H x W)."""
     fig, axes = plt.subplots(1, len(augmented) + 1, figsize=(2 * (len(augmented) + 1), 2.3))
-    for ax, image, title in zip(axes, [original, *augmented], ["original"] + ["augmented"] * len(augmented)):
+    for ax, image, title in zip(axes, [original, *augmented],
+                                ["original"] + ["augmented"] * len(augmented)):
         ax.imshow(image[0].float().cpu(), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
@@ -57,7 +62,8 @@ def show_resize_comparison(path: Path, image_size: int) -> None:
     crop = (image_size // 4, image_size // 4, image_size // 2, image_size // 2)
     for ax, (title, picture) in zip(
         axes,
-        [("NEAREST (blog post)", nearest), ("antialiased (this series)", smooth), ("NEAREST, zoomed", nearest.crop(crop)), ("antialiased, zoomed", smooth.crop(crop))],
+        [("NEAREST (blog post)", nearest), ("antialiased (this series)", smooth),
+         ("NEAREST, zoomed", nearest.crop(crop)), ("antialiased, zoomed", smooth.crop(crop))],
     ):
         ax.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(title, fontsize=9)
@@ -65,7 +71,10 @@ def show_resize_comparison(path: Path, image_size: int) -> None:
 
 
 def loss_scale(losses: Sequence[float], spread: float = 10.0) -> str:
-    """'log' when the largest finite loss is over ``spread`` times the smallest (one spike would flatten the rest), else 'linear'."""
+    """'log' when the largest finite loss is over ``spread`` times the smallest, else 'linear'.
+
+    On a linear scale, one spike would flatten the rest.
+    """
     finite = [x for x in losses if x is not None and np.isfinite(x) and x > 0]
     return "log" if finite and max(finite) > spread * min(finite) else "linear"
 
@@ -77,7 +86,8 @@ def plot_history(history: Sequence[dict[str, Any]]) -> None:
     epochs = [h["epoch"] for h in history]
     axes[0].plot(epochs, [h["train_loss"] for h in history], "-o", label="train")
     axes[0].plot(epochs, [h["val_loss"] for h in history], "-o", label="validation")
-    axes[0].set(xlabel="epoch", ylabel="loss", title="Loss vs. epochs", yscale=loss_scale([h[k] for h in history for k in ("train_loss", "val_loss")]))
+    axes[0].set(xlabel="epoch", ylabel="loss", title="Loss vs. epochs",
+                yscale=loss_scale([h[k] for h in history for k in ("train_loss", "val_loss")]))
     axes[0].legend()
     axes[1].plot(epochs, [h["val_acc"] for h in history], "-o")
     axes[1].set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
@@ -86,14 +96,17 @@ def plot_history(history: Sequence[dict[str, Any]]) -> None:
     fig.tight_layout()
 
 
-def plot_confusion_roc_hist(labels, probs, metrics: dict[str, Any], title: str = "", class_names: Sequence[str] = CLASS_NAMES) -> None:
+def plot_confusion_roc_hist(labels, probs, metrics: dict[str, Any], title: str = "",
+                            class_names: Sequence[str] = CLASS_NAMES) -> None:
     """Confusion matrix, ROC curve with the operating point, and probability histograms."""
     from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
     y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
-    m, threshold = metrics, metrics["threshold"]  # m comes from binary_metrics(labels, probs, threshold)
+    # m comes from binary_metrics(labels, probs, threshold)
+    m, threshold = metrics, metrics["threshold"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    ConfusionMatrixDisplay(np.array(m["confusion_matrix"]), display_labels=list(class_names)).plot(ax=axes[0], colorbar=False)
+    ConfusionMatrixDisplay(np.array(m["confusion_matrix"]),
+                           display_labels=list(class_names)).plot(ax=axes[0], colorbar=False)
     axes[0].set_title(f"Confusion matrix (threshold {threshold:.3f})")
     RocCurveDisplay.from_predictions(y, p, ax=axes[1], name="model")
     axes[1].plot(1 - m["specificity"], m["sensitivity"], "ro", label="operating point")
@@ -103,18 +116,21 @@ def plot_confusion_roc_hist(labels, probs, metrics: dict[str, Any], title: str =
     for label, name in enumerate(class_names):
         axes[2].hist(p[y == label], bins=bins, alpha=0.6, label=f"true {name}")
     axes[2].axvline(threshold, color="k", linestyle="--", label="threshold")
-    axes[2].set(xlabel=f"predicted probability of {class_names[-1]}", ylabel="images", title="Predicted probabilities")
+    axes[2].set(xlabel=f"predicted probability of {class_names[-1]}", ylabel="images",
+                title="Predicted probabilities")
     axes[2].legend()
     fig.suptitle(title)
     fig.tight_layout()
 
 
-def threshold_explorer(labels, probs, metrics_at: Callable[..., dict[str, Any]], initial: float = 0.5, class_names: Sequence[str] = CLASS_NAMES):
+def threshold_explorer(labels, probs, metrics_at: Callable[..., dict[str, Any]],
+                       initial: float = 0.5, class_names: Sequence[str] = CLASS_NAMES):
     """A slider that moves the threshold and redraws the confusion matrix and rates live."""
     import ipywidgets as widgets
 
     output = widgets.Output()
-    slider = widgets.FloatSlider(value=initial, min=0.0, max=1.0, step=0.01, description="threshold", continuous_update=False)
+    slider = widgets.FloatSlider(value=initial, min=0.0, max=1.0, step=0.01,
+                                 description="threshold", continuous_update=False)
 
     def redraw(change=None):
         m = metrics_at(labels, probs, slider.value)
@@ -124,7 +140,8 @@ def threshold_explorer(labels, probs, metrics_at: Callable[..., dict[str, Any]],
             ax.imshow(np.array(m["confusion_matrix"]), cmap="Blues")
             for (i, j), v in np.ndenumerate(np.array(m["confusion_matrix"])):
                 ax.text(j, i, str(v), ha="center", va="center")
-            ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=class_names, yticklabels=class_names, xlabel="predicted", ylabel="true")
+            ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=class_names,
+                   yticklabels=class_names, xlabel="predicted", ylabel="true")
             ax.set_title(f"sens {m['sensitivity']:.3f}  spec {m['specificity']:.3f}")
             plt.show()
 
@@ -133,8 +150,12 @@ def threshold_explorer(labels, probs, metrics_at: Callable[..., dict[str, Any]],
     return widgets.VBox([slider, output])
 
 
-def plot_threshold_sweep(labels, probs, metrics_at: Callable[..., dict[str, Any]], marks: dict[str, float]) -> None:
-    """Sensitivity and specificity against the threshold, with chosen thresholds marked (static figure)."""
+def plot_threshold_sweep(labels, probs, metrics_at: Callable[..., dict[str, Any]],
+                         marks: dict[str, float]) -> None:
+    """Sensitivity and specificity against the threshold, with chosen thresholds marked.
+
+    A static figure.
+    """
     grid = np.linspace(0.01, 0.99, 99)
     sweep = [metrics_at(labels, probs, t) for t in grid]
     sens, spec = [m["sensitivity"] for m in sweep], [m["specificity"] for m in sweep]
@@ -144,30 +165,38 @@ def plot_threshold_sweep(labels, probs, metrics_at: Callable[..., dict[str, Any]
     for name, t in marks.items():
         ax.axvline(t, linestyle="--", color="gray")
         ax.text(t, 0.02, f" {name}", rotation=90, va="bottom")
-    ax.set(xlabel="threshold", ylabel="rate", ylim=(0, 1.02), title="Moving the threshold trades sensitivity for specificity")
+    ax.set(xlabel="threshold", ylabel="rate", ylim=(0, 1.02),
+           title="Moving the threshold trades sensitivity for specificity")
     ax.legend()
 
 
 def outcome_indices(labels, probs, threshold: float, n: int = 4) -> dict[str, list[int]]:
-    """The ``n`` most confident true/false positives/negatives: {'TP': [...], 'FP': ..., 'FN': ..., 'TN': ...}."""
+    """The ``n`` most confident true/false positives/negatives.
+
+    Returned as {'TP': [...], 'FP': ..., 'FN': ..., 'TN': ...}.
+    """
     y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
     pred = p >= threshold
     confidence = np.abs(p - threshold)
-    groups = {"TP": pred & (y == 1), "FP": pred & (y == 0), "FN": ~pred & (y == 1), "TN": ~pred & (y == 0)}
-    return {name: [int(i) for i in np.flatnonzero(mask)[np.argsort(-confidence[mask])][:n]] for name, mask in groups.items()}
+    groups = {"TP": pred & (y == 1), "FP": pred & (y == 0),
+              "FN": ~pred & (y == 1), "TN": ~pred & (y == 0)}
+    return {name: [int(i) for i in np.flatnonzero(mask)[np.argsort(-confidence[mask])][:n]]
+            for name, mask in groups.items()}
 
 
 def show_confident_mistakes(split: XraySplit, probs, threshold: float, n: int = 8) -> None:
     """A gallery of the most confident wrong predictions on a split."""
     groups = outcome_indices(split.labels, probs, threshold, n)
-    mistakes = sorted(groups["FP"] + groups["FN"], key=lambda i: -abs(float(probs[i]) - threshold))[:n]
+    mistakes = sorted(groups["FP"] + groups["FN"],
+                      key=lambda i: -abs(float(probs[i]) - threshold))[:n]
     if not mistakes:
         print("No mistakes at this threshold.")
         return
     fig, axes = plt.subplots(1, len(mistakes), figsize=(2.4 * len(mistakes), 2.8), squeeze=False)
     for ax, i in zip(axes[0], mistakes):
         ax.imshow(split.pixels[i, 0], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"true {split.class_names[int(split.labels[i])][:4]}\np={float(probs[i]):.2f}", fontsize=9)
+        ax.set_title(f"true {split.class_names[int(split.labels[i])][:4]}\np={float(probs[i]):.2f}",
+                     fontsize=9)
         ax.axis("off")
     fig.suptitle("Most confident mistakes")
     fig.tight_layout()
@@ -182,17 +211,25 @@ def overlay_heatmap(image: torch.Tensor, heatmap: np.ndarray) -> np.ndarray:
 
 
 def heatmap_agreement(heatmaps: Sequence[np.ndarray]) -> float:
-    """Mean correlation of every pair of heatmaps: near 1, they show the layer's geometry, not evidence in each image; NaN for fewer than 2."""
+    """Mean correlation of every pair of heatmaps; NaN for fewer than 2.
+
+    Near 1, they show the layer's geometry, not evidence in each image.
+    """
     if len(heatmaps) < 2:
         return float("nan")
     flat = np.asarray(heatmaps, dtype=float).reshape(len(heatmaps), -1)
-    with np.errstate(invalid="ignore", divide="ignore"):  # a constant heatmap has no correlation: left out
+    # a constant heatmap has no correlation: left out
+    with np.errstate(invalid="ignore", divide="ignore"):
         pairs = np.corrcoef(flat)[np.triu_indices(len(flat), k=1)]
     return float(np.nanmean(pairs)) if np.isfinite(pairs).any() else float("nan")
 
 
-def show_heatmaps(images: torch.Tensor, heatmaps: np.ndarray, titles: Sequence[str], title: str) -> None:
-    """Heatmaps (such as Grad-CAM's) over their images (N x 1 x H x W, in [0, 1]), one titled panel each."""
+def show_heatmaps(images: torch.Tensor, heatmaps: np.ndarray, titles: Sequence[str],
+                  title: str) -> None:
+    """Heatmaps (such as Grad-CAM's) over their images, one titled panel each.
+
+    The images are N x 1 x H x W, in [0, 1].
+    """
     if not len(images):
         print(f"{title}: none")
         return
@@ -206,12 +243,17 @@ def show_heatmaps(images: torch.Tensor, heatmaps: np.ndarray, titles: Sequence[s
 
 
 def plot_reliability(named: dict[str, dict[str, Any]], positive: str = CLASS_NAMES[-1]) -> None:
-    """Reliability diagrams: observed PNEUMONIA rate against mean predicted probability, one line per named result."""
+    """Reliability diagrams: observed PNEUMONIA rate against mean predicted probability.
+
+    One line per named result.
+    """
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.plot([0, 1], [0, 1], "k--", label="perfectly calibrated")
     for name, c in named.items():  # c comes from calibration(labels, probs)
-        ax.plot(c["mean_predicted"], c["fraction_positive"], "-o", label=f"{name} (ECE {c['ece']:.3f}, Brier {c['brier']:.3f})")
-    ax.set(xlabel=f"mean predicted probability of {positive}", ylabel=f"fraction that is {positive}", xlim=(0, 1), ylim=(0, 1),
+        ax.plot(c["mean_predicted"], c["fraction_positive"], "-o",
+                label=f"{name} (ECE {c['ece']:.3f}, Brier {c['brier']:.3f})")
+    ax.set(xlabel=f"mean predicted probability of {positive}",
+           ylabel=f"fraction that is {positive}", xlim=(0, 1), ylim=(0, 1),
            title="Reliability diagram")
     ax.legend(fontsize=8, loc="lower right")
 
@@ -226,7 +268,10 @@ def plot_run_curves(records: Sequence[dict[str, Any]]) -> None:
         axes[1].plot(epochs, [h["val_acc"] for h in history], "-o", label=r["run_id"])
     losses = [h["val_loss"] for r in records for h in r.get("history") or []]
     scale = loss_scale(losses)
-    axes[0].set(xlabel="epoch", ylabel="validation loss" + (" (log scale: one run's loss is far above the others)" if scale == "log" else ""), yscale=scale)
+    axes[0].set(xlabel="epoch",
+                ylabel="validation loss" + (" (log scale: one run's loss is far above the others)"
+                                            if scale == "log" else ""),
+                yscale=scale)
     axes[1].set(xlabel="epoch", ylabel="validation accuracy")
     axes[1].legend(fontsize=7)
     fig.tight_layout()

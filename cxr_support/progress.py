@@ -1,4 +1,4 @@
-"""Support code: progress bars that a saved notebook shows finished, not at 0 % (lessons need not read this).
+"""Support code: progress bars that a saved notebook shows finished (lessons need not read this).
 
 In Jupyter, tqdm.auto draws a widget, and a saved notebook keeps the widget's text as it was when
 it was drawn: "0%". ``progress_bar`` shows the same widget while the loop runs and then replaces it
@@ -24,9 +24,14 @@ def _draws_widgets(tqdm_class: type) -> bool:
 
 
 def progress_bar(
-    iterable: Iterable[Item], total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False, leave: bool = True
+    iterable: Iterable[Item], total: int | None = None, desc: str = "", unit: str = "it",
+    disable: bool = False, leave: bool = True,
 ) -> Iterator[Item]:
-    """Iterate with tqdm.auto's bar; in a notebook the widget gives way to its final line (or, if not ``leave``, to nothing) at the end."""
+    """Iterate with tqdm.auto's bar.
+
+    In a notebook the widget gives way to its final line (or, if not ``leave``, to nothing) at
+    the end.
+    """
     from tqdm.auto import tqdm
 
     if disable or not _draws_widgets(tqdm):
@@ -39,7 +44,8 @@ def progress_bar(
     try:
         yield from bar
     finally:
-        final = str(bar) if leave else ""  # e.g. "decode: 100%|##########| 400/400 [00:03<00:00, 120.5image/s]"
+        # e.g. "decode: 100%|##########| 400/400 [00:03<00:00, 120.5image/s]"
+        final = str(bar) if leave else ""
         bar.close()
         if handle is not None:
             handle.update({"text/plain": final}, raw=True)

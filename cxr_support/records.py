@@ -1,5 +1,8 @@
-"""Support code: one JSON record per run, created once and never over another run's; later notebooks add or replace
-sections of their own run's record (lessons need not read this)."""
+"""Support code: one JSON record per run (lessons need not read this).
+
+A record is created once and never over another run's; later notebooks add or replace
+sections of their own run's record.
+"""
 
 from __future__ import annotations
 
@@ -28,9 +31,10 @@ RUN_ID_PATTERN = r"\d{8}-\d{6}-\d{6}-[0-9a-f]{12}"
 
 def new_run_id() -> str:
     """A unique id that sorts by time: UTC ``YYYYmmdd-HHMMSS-microseconds-<48 random bits>``."""
-    # Runs that end in the same second still sort by the microsecond; the random part keeps processes apart
-    # (20,000 ids made in the same microsecond would collide with odds below 1e-6).
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f") + "-" + secrets.token_hex(6)
+    # Runs that end in the same second still sort by the microsecond; the random part keeps
+    # processes apart (20,000 ids made in the same microsecond would collide with odds below 1e-6).
+    return (dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f") + "-"
+            + secrets.token_hex(6))
 
 
 def now_iso() -> str:
@@ -41,7 +45,8 @@ def now_iso() -> str:
 def git_commit(path: Path = PROJECT_ROOT) -> str | None:
     """The current git commit of the project, or None outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
+                             text=True, timeout=5)
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -63,7 +68,8 @@ def library_versions() -> dict[str, str]:
 
 def environment_summary(device: torch.device) -> dict[str, Any]:
     """Device name, CPU count and library versions for a run record."""
-    info = {"device": str(device), "cpu_count": os.cpu_count(), "platform": platform.platform(), **library_versions()}
+    info = {"device": str(device), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            **library_versions()}
     if device.type != "cpu":
         info["gpu"] = device_name(device)
     return info
@@ -75,7 +81,8 @@ def dataset_summary(root: Path, synthetic: bool, splits: dict[str, XraySplit]) -
         "root": str(root),
         "synthetic": synthetic,
         "counts": {name: split.class_counts() for name, split in splits.items()},
-        "file_list_sha256": file_list_sha256((p for split in splits.values() for p in split.paths), root),
+        "file_list_sha256": file_list_sha256(
+            (p for split in splits.values() for p in split.paths), root),
     }
 
 
@@ -83,7 +90,8 @@ def create_record(run_dir: Path, record: dict[str, Any]) -> Path:
     """Write a new run record ``records/<run_id>.json``; refuses to overwrite an existing one."""
     path = Path(run_dir) / "records" / f"{record['run_id']}.json"
     if not create_exclusive(path, json.dumps(record, indent=1, default=str).encode("utf-8")):
-        raise FileExistsError(f"A run record already exists at {path}; a new record never replaces an existing one.")
+        raise FileExistsError(f"A run record already exists at {path}; "
+                              "a new record never replaces an existing one.")
     return path
 
 
@@ -93,8 +101,12 @@ def read_record(path: Path) -> dict[str, Any]:
 
 
 def update_record(path: Path, **sections: Any) -> dict[str, Any]:
-    """Add or replace top-level sections of this run's own record, atomically; concurrent updates take turns."""
-    with locked_file(Path(path)):  # without it, two updates that read the same record lose one's sections
+    """Add or replace top-level sections of this run's own record, atomically.
+
+    Concurrent updates take turns.
+    """
+    # without the lock, two updates that read the same record lose one's sections
+    with locked_file(Path(path)):
         record = read_record(path)
         record.update(sections)
         atomic_write_text(Path(path), json.dumps(record, indent=1, default=str))
@@ -102,7 +114,10 @@ def update_record(path: Path, **sections: Any) -> dict[str, Any]:
 
 
 def list_records(run_dir: Path) -> list[dict[str, Any]]:
-    """Every readable run record in the run dir, oldest first (by run id); unreadable ones are skipped with a warning."""
+    """Every readable run record in the run dir, oldest first (by run id).
+
+    Unreadable ones are skipped with a warning.
+    """
     records, skipped = [], []
     for path in sorted((Path(run_dir) / "records").glob("*.json"), key=lambda p: p.name):
         try:

@@ -1,7 +1,7 @@
-"""Support code: the deterministic synthetic X-ray-like sample in the Kaggle layout (lessons need not read this).
+"""Support code: the deterministic synthetic X-ray-like sample (lessons need not read this).
 
-Used when no real dataset is found, always with a loud banner: numbers from it say
-nothing about real X-rays.
+It is in the Kaggle layout. Used when no real dataset is found, always with a loud banner:
+numbers from it say nothing about real X-rays.
 """
 
 from __future__ import annotations
@@ -33,10 +33,15 @@ def _ellipse_distance(x, y, cx, cy, rx, ry, angle=0.0):
     return np.sqrt((u / rx) ** 2 + (v / ry) ** 2) - 1.0
 
 
-def synthetic_xray(rng: np.random.Generator, height: int, width: int, anatomy: dict, pneumonia: bool) -> np.ndarray:
-    """Draw one X-ray-like image (uint8, H x W): body, dark lungs, ribs, spine, heart, optional opacities."""
+def synthetic_xray(rng: np.random.Generator, height: int, width: int, anatomy: dict,
+                   pneumonia: bool) -> np.ndarray:
+    """Draw one X-ray-like image (uint8, H x W).
+
+    Body, dark lungs, ribs, spine, heart, optional opacities.
+    """
     aspect = width / height
-    y, x = np.mgrid[-1 : 1 : complex(0, height), -aspect : aspect : complex(0, width)].astype(np.float32)
+    y, x = np.mgrid[-1 : 1 : complex(0, height),
+                    -aspect : aspect : complex(0, width)].astype(np.float32)
     x = x - anatomy["shift_x"]
     y = y - anatomy["shift_y"]
     img = np.full((height, width), 0.08, np.float32)
@@ -44,7 +49,8 @@ def synthetic_xray(rng: np.random.Generator, height: int, width: int, anatomy: d
     img += 0.50 * body
     lung_masks = []
     for side in (-1, 1):
-        d = _ellipse_distance(x, y, side * anatomy["lung_dx"], -0.05, anatomy["lung_w"], anatomy["lung_h"], side * 0.12)
+        d = _ellipse_distance(x, y, side * anatomy["lung_dx"], -0.05, anatomy["lung_w"],
+                              anatomy["lung_h"], side * 0.12)
         lung_masks.append(_smoothstep(d, 0.05))
     lungs = np.maximum(*lung_masks)
     img -= 0.32 * lungs
@@ -70,14 +76,18 @@ def synthetic_xray(rng: np.random.Generator, height: int, width: int, anatomy: d
                 bx, by = cx + rng.normal(0, r * 0.6), cy + rng.normal(0, r * 0.6)
                 br = r * rng.uniform(0.3, 0.8)
                 opacity += np.exp(-(((x - bx) ** 2 + (y - by) ** 2) / (2 * br**2)))
-        texture = rng.uniform(0.6, 1.0, size=(max(height // 16, 2), max(width // 16, 2))).astype(np.float32)
-        texture = np.asarray(Image.fromarray(texture).resize((width, height), Image.Resampling.BILINEAR))
+        texture = rng.uniform(0.6, 1.0, size=(max(height // 16, 2),
+                                              max(width // 16, 2))).astype(np.float32)
+        texture = np.asarray(Image.fromarray(texture).resize((width, height),
+                                                             Image.Resampling.BILINEAR))
         img += 0.40 * np.clip(opacity, 0, 1.5) * texture * lungs
         img -= img.mean() - before  # keep the global brightness: no giveaway in the image mean
     img += rng.normal(0, 0.025, img.shape).astype(np.float32)
-    gain, offset = anatomy["gain"] * rng.uniform(0.9, 1.1), anatomy["offset"] + rng.normal(0, 0.03)
+    gain, offset = (anatomy["gain"] * rng.uniform(0.9, 1.1),
+                    anatomy["offset"] + rng.normal(0, 0.03))
     img = np.clip((img * gain + offset), 0, 1) ** anatomy["gamma"]
-    out = Image.fromarray((img * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius=max(height / 400, 0.6)))
+    out = Image.fromarray((img * 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(radius=max(height / 400, 0.6)))
     marker = ImageDraw.Draw(out)  # a side marker, as on real films: same for both classes
     size = max(height // 20, 4)
     mx = int(width * anatomy["marker_x"])
@@ -104,7 +114,8 @@ def _patient_anatomy(rng: np.random.Generator, pneumonia: bool) -> dict:
         for _ in range(rng.integers(1, 4)):
             side = rng.choice([-1, 1])
             anatomy["opacities"].append(
-                (side * anatomy["lung_dx"] + rng.normal(0, 0.06), rng.uniform(-0.3, 0.35), rng.uniform(0.08, 0.16))
+                (side * anatomy["lung_dx"] + rng.normal(0, 0.06), rng.uniform(-0.3, 0.35),
+                 rng.uniform(0.08, 0.16))
             )
     return anatomy
 
@@ -112,7 +123,8 @@ def _patient_anatomy(rng: np.random.Generator, pneumonia: bool) -> dict:
 SYNTHETIC_COUNTS = {"train": (60, 160), "val": (4, 4), "test": (30, 45)}  # patients per class
 
 
-def make_synthetic_dataset(out_dir: Path, seed: int = 42, counts: dict[str, tuple[int, int]] | None = None) -> Path:
+def make_synthetic_dataset(out_dir: Path, seed: int = 42,
+                           counts: dict[str, tuple[int, int]] | None = None) -> Path:
     """Generate (or reuse) a deterministic synthetic sample in the Kaggle layout; return its root.
 
     Patients have 1 to 3 images (Kaggle file names),
@@ -122,19 +134,24 @@ def make_synthetic_dataset(out_dir: Path, seed: int = 42, counts: dict[str, tupl
     """
     counts = counts or SYNTHETIC_COUNTS
     root = Path(out_dir) / f"seed{seed}" / "chest_xray"
-    stamp = {"generator_version": SYNTHETIC_VERSION, "seed": seed, "counts": {k: list(v) for k, v in counts.items()}}
-    remove_stale_temporaries(Path(out_dir))  # folders left by a process killed while it built a sample
+    stamp = {"generator_version": SYNTHETIC_VERSION, "seed": seed,
+             "counts": {k: list(v) for k, v in counts.items()}}
+    # folders left by a process killed while it built a sample
+    remove_stale_temporaries(Path(out_dir))
     if _is_complete(root, stamp):
         return root
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".synthetic-{owner_tag()}-", dir=out_dir))  # same disk: the rename is atomic
+    # same disk: the rename is atomic
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".synthetic-{owner_tag()}-", dir=out_dir))
     try:
         for split_index, (split, patients_per_class) in enumerate(counts.items()):
             for label, n_patients in enumerate(patients_per_class):
                 folder = tmp_root / split / CLASS_NAMES[label]
                 folder.mkdir(parents=True)
                 for patient in range(1, n_patients + 1):
-                    _write_synthetic_patient(folder, np.random.default_rng([seed, split_index, label, patient]), label, patient)
+                    _write_synthetic_patient(
+                        folder, np.random.default_rng([seed, split_index, label, patient]),
+                        label, patient)
         (tmp_root / "SYNTHETIC.json").write_text(json.dumps(stamp))
         _publish(tmp_root, root, stamp)
     finally:
@@ -143,7 +160,10 @@ def make_synthetic_dataset(out_dir: Path, seed: int = 42, counts: dict[str, tupl
 
 
 def _is_complete(root: Path, stamp: dict) -> bool:
-    """True when ``root`` holds a finished sample made with these settings (its stamp is written last)."""
+    """True when ``root`` holds a finished sample made with these settings.
+
+    Its stamp is written last.
+    """
     try:
         return json.loads((root / "SYNTHETIC.json").read_text()) == stamp
     except (OSError, ValueError):
@@ -151,7 +171,10 @@ def _is_complete(root: Path, stamp: dict) -> bool:
 
 
 def _publish(tmp_root: Path, root: Path, stamp: dict) -> None:
-    """Rename a finished sample into place; keep a complete one already there (another process may read it)."""
+    """Rename a finished sample into place.
+
+    Keep a complete one already there (another process may read it).
+    """
     root.parent.mkdir(parents=True, exist_ok=True)
     error: OSError | None = None
     for _ in range(5):
@@ -164,18 +187,21 @@ def _publish(tmp_root: Path, root: Path, stamp: dict) -> None:
             return  # another process finished first: use its sample, discard ours
         if os.path.lexists(root):
             _move_aside(root)  # an outdated sample of ours, never the current one
-    raise OSError(f"Could not put the synthetic sample in place at {root} ({error}). Delete that folder and run again.") from error
+    raise OSError(f"Could not put the synthetic sample in place at {root} ({error}). "
+                  "Delete that folder and run again.") from error
 
 
 def _move_aside(root: Path) -> None:
     """Rename an outdated sample out of the way, then delete it."""
-    aside = Path(tempfile.mkdtemp(prefix=f".synthetic-old-{owner_tag()}-", dir=root.parent.parent))
+    aside = Path(tempfile.mkdtemp(prefix=f".synthetic-old-{owner_tag()}-",
+                                  dir=root.parent.parent))
     with contextlib.suppress(FileNotFoundError):  # someone else moved it already
         os.rename(root, aside / "chest_xray")
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _write_synthetic_patient(folder: Path, rng: np.random.Generator, label: int, patient: int) -> None:
+def _write_synthetic_patient(folder: Path, rng: np.random.Generator, label: int,
+                             patient: int) -> None:
     """Write one synthetic patient's 1 to 3 films, named as in the Kaggle data."""
     anatomy = _patient_anatomy(rng, pneumonia=bool(label))
     base = int(rng.integers(1000, 1500) if rng.random() < 0.06 else rng.integers(300, 640))
@@ -187,7 +213,8 @@ def _write_synthetic_patient(folder: Path, rng: np.random.Generator, label: int,
         else:
             stem = f"person{patient}_{kind}_{k}"
         scale = min(1.0, 320 / width)  # draw at <= 320 px (fast), then upsample
-        pixels = synthetic_xray(rng, round(height * scale), round(width * scale), anatomy, bool(label))
+        pixels = synthetic_xray(rng, round(height * scale), round(width * scale), anatomy,
+                                bool(label))
         image = Image.fromarray(pixels).resize((width, height), Image.Resampling.BICUBIC)
         if rng.random() < 0.05:
             image = image.convert("RGB")

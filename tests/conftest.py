@@ -20,13 +20,19 @@ from cxr_support.synthetic import make_synthetic_dataset
 
 @pytest.fixture
 def tiny_root(tmp_path: Path) -> Path:
-    """A tiny Kaggle-layout dataset (train/val/test x NORMAL/PNEUMONIA) in tmp_path/data/chest_xray."""
+    """A tiny Kaggle-layout dataset in tmp_path/data/chest_xray.
+
+    It has train/val/test folders, each with NORMAL and PNEUMONIA.
+    """
     return make_tree(tmp_path / "data" / "chest_xray")
 
 
 @pytest.fixture
 def decode_calls(monkeypatch) -> list[int]:
-    """Count calls of cxr_utils.decode_files (the real one still runs); the list grows by one per call."""
+    """Count calls of cxr_utils.decode_files; the list grows by one per call.
+
+    The real decode_files still runs.
+    """
     calls: list[int] = []
     real = decode_files
 
@@ -47,13 +53,18 @@ def synthetic_tiny(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def synthetic_large(tmp_path_factory) -> Path:
     """A larger synthetic sample (60 training patients), generated once for this module."""
-    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic-large"), seed=42, counts=LARGE_COUNTS)
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic-large"), seed=42, counts=LARGE_COUNTS
+    )
 
 
 
 @pytest.fixture(scope="module", autouse=True)
 def no_external_network():
-    """Refuse every connection that is not to 127.0.0.1, so no test can download anything by accident."""
+    """Refuse every connection that is not to 127.0.0.1.
+
+    So no test can download anything by accident.
+    """
 
     real_connect = socket.socket.connect
 
@@ -69,7 +80,10 @@ def no_external_network():
 
 @pytest.fixture(scope="module", autouse=True)
 def no_cached_weights(tmp_path_factory):
-    """An empty torch hub folder, so that ImageNet weights downloaded on this machine earlier change no default."""
+    """An empty torch hub folder.
+
+    So ImageNet weights downloaded on this machine earlier change no default.
+    """
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
         yield
@@ -77,7 +91,10 @@ def no_cached_weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_model() -> cxr.PneumoniaCnnModel:
-    """One randomly initialised PneumoniaCnnModel (pos_weight 2) for the whole module; do not modify it."""
+    """One randomly initialised PneumoniaCnnModel (pos_weight 2) for the whole module.
+
+    Do not modify it.
+    """
     torch.manual_seed(0)
     return cxr.PneumoniaCnnModel(pos_weight=2.0).eval()
 
@@ -98,5 +115,7 @@ def clock(monkeypatch) -> dict:
         def now(cls, tz=None):
             return clock["now"]
 
-    monkeypatch.setattr(records, "dt", types.SimpleNamespace(datetime=FakeDatetime, timezone=dt.timezone))
+    monkeypatch.setattr(
+        records, "dt", types.SimpleNamespace(datetime=FakeDatetime, timezone=dt.timezone)
+    )
     return clock

@@ -1,4 +1,7 @@
-"""Small builders shared by the unit tests: image files, dataset trees, tensors and splits (no fixtures here)."""
+"""Small builders shared by the unit tests: image files, dataset trees, tensors and splits.
+
+No fixtures here.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +18,13 @@ from cxr_support.pixel_cache import XraySplit
 
 ROOT = Path(__file__).resolve().parent.parent  # the project folder
 
-TINY_COUNTS = {"train": (4, 6), "val": (1, 1), "test": (2, 3)}  # patients per class of the small synthetic samples
+# patients per class of the small synthetic samples
+TINY_COUNTS = {"train": (4, 6), "val": (1, 1), "test": (2, 3)}
 LARGE_COUNTS = {"train": (20, 40), "val": (1, 1), "test": (1, 1)}
 SIZE = 32  # image size of the decoded test images
 IMAGE_SIZE = 32  # model-input size of the model tests
 
-# ----------------------------------------------------------------------------- shared helpers and fixtures
+# ---------------------------------------------------------------------- shared helpers and fixtures
 
 
 def noise_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
@@ -41,7 +45,9 @@ def write_truncated_jpeg(path: Path) -> Path:
     """Write a valid JPEG, then keep only the first half of its bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(123)
-    Image.fromarray((rng.random((120, 160)) * 255).astype(np.uint8)).save(path, format="JPEG", quality=95)
+    Image.fromarray((rng.random((120, 160)) * 255).astype(np.uint8)).save(
+        path, format="JPEG", quality=95
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
@@ -57,8 +63,18 @@ def write_fake_jpeg(path: Path) -> Path:
 # Kaggle-style names: NORMAL patients 1-3 images each, PNEUMONIA patients 1-2 (bacteria and virus).
 TINY_LAYOUT = {
     "train": {
-        "NORMAL": ["IM-0001-0001.jpeg", "IM-0001-0001-0002.jpeg", "IM-0002-0001.jpeg", "NORMAL2-IM-0003-0001.jpeg"],
-        "PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_3.jpeg", "person3_bacteria_4.jpeg"],
+        "NORMAL": [
+            "IM-0001-0001.jpeg",
+            "IM-0001-0001-0002.jpeg",
+            "IM-0002-0001.jpeg",
+            "NORMAL2-IM-0003-0001.jpeg",
+        ],
+        "PNEUMONIA": [
+            "person1_bacteria_1.jpeg",
+            "person1_bacteria_2.jpeg",
+            "person2_virus_3.jpeg",
+            "person3_bacteria_4.jpeg",
+        ],
     },
     "val": {"NORMAL": ["IM-0101-0001.jpeg"], "PNEUMONIA": ["person101_virus_1.jpeg"]},
     "test": {
@@ -81,16 +97,28 @@ def make_tree(root: Path, layout: dict[str, dict[str, list[str]]] = TINY_LAYOUT)
 
 
 def snapshot(root: Path) -> dict[str, tuple[bool, int, int]]:
-    """Every entry under ``root`` with (is folder, size, mtime in ns): equal snapshots mean nothing changed."""
+    """Every entry under ``root`` with (is folder, size, mtime in ns).
+
+    Equal snapshots mean nothing changed.
+    """
     out = {}
     for path in sorted(root.rglob("*")):
         stat = path.stat()
-        out[str(path.relative_to(root))] = (path.is_dir(), stat.st_size if path.is_file() else 0, stat.st_mtime_ns)
+        out[str(path.relative_to(root))] = (
+            path.is_dir(),
+            stat.st_size if path.is_file() else 0,
+            stat.st_mtime_ns,
+        )
     return out
 
 
-def kaggle_samples(root: Path, n_normal: int = 30, n_pneumonia: int = 60, seed: int = 0) -> list[tuple[Path, int]]:
-    """A (path, label) list with Kaggle names and 1-3 images per patient; the files need not exist."""
+def kaggle_samples(
+    root: Path, n_normal: int = 30, n_pneumonia: int = 60, seed: int = 0
+) -> list[tuple[Path, int]]:
+    """A (path, label) list with Kaggle names and 1-3 images per patient.
+
+    The files need not exist.
+    """
     rng = np.random.default_rng(seed)
     samples = []
     for patient in range(1, n_normal + 1):
@@ -102,12 +130,17 @@ def kaggle_samples(root: Path, n_normal: int = 30, n_pneumonia: int = 60, seed: 
         kind = "bacteria" if patient % 2 else "virus"
         for _ in range(int(rng.integers(1, 4))):
             image_number += 1
-            samples.append((root / "train" / "PNEUMONIA" / f"person{patient}_{kind}_{image_number}.jpeg", 1))
+            samples.append(
+                (root / "train" / "PNEUMONIA" / f"person{patient}_{kind}_{image_number}.jpeg", 1)
+            )
     return samples
 
 
 def index_of_pixels(images: torch.Tensor) -> list[int]:
-    """Recover the uint8 value of the first pixel of each [0, 1] model-input image (used as a sample id)."""
+    """Recover the uint8 value of the first pixel of each [0, 1] model-input image.
+
+    Used as a sample id.
+    """
     return [round(float(v) * 255) for v in images[:, 0, 0, 0]]
 
 
@@ -123,7 +156,9 @@ def make_split(labels: list[int], seed: int = 0, name: str = "tiny") -> XraySpli
     """A hand-built XraySplit: random uint8 pixels (N, 1, 32, 32) with the given labels."""
     generator = torch.Generator().manual_seed(seed)
     n = len(labels)
-    pixels = torch.randint(0, 256, (n, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8, generator=generator)
+    pixels = torch.randint(
+        0, 256, (n, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8, generator=generator
+    )
     return XraySplit(
         name,
         pixels,
@@ -141,11 +176,24 @@ def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def execute_notebook(notebook: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> str:
-    """Run every cell of ``notebook`` in a fresh kernel started in ``cwd`` (outputs land in it); return the outputs as JSON text."""
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    """Run every cell of ``notebook`` in a fresh kernel started in ``cwd``.
+
+    The outputs land in ``cwd``; return the outputs as JSON text.
+    """
+    NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(cwd)}},
+    ).execute()
     return json.dumps([cell.get("outputs", []) for cell in notebook.cells])
 
 
 def run_series_notebook(name: str, timeout: int = 600) -> str:
-    """Execute one notebook of the series, as nbval does (in notebooks/, with this process's CXR_* variables); its outputs as JSON."""
-    return execute_notebook(nbformat.read(ROOT / "notebooks" / name, as_version=4), ROOT / "notebooks", timeout)
+    """Execute one notebook of the series, as nbval does; its outputs as JSON.
+
+    It runs in notebooks/, with this process's CXR_* variables.
+    """
+    return execute_notebook(
+        nbformat.read(ROOT / "notebooks" / name, as_version=4), ROOT / "notebooks", timeout
+    )

@@ -1,4 +1,7 @@
-"""Unit tests for saving and loading checkpoints and for atomic writes (notebook 2, notebook 3, cxr_support)."""
+"""Unit tests for saving and loading checkpoints and for atomic writes.
+
+They cover notebook 2, notebook 3 and cxr_support.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +26,20 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def saved_checkpoint(tmp_path_factory, base_model):
-    """A checkpoint written by save_checkpoint (module-scoped: written once, read by several tests)."""
+    """A checkpoint written by save_checkpoint.
+
+    Module-scoped: written once, read by several tests.
+    """
     path = tmp_path_factory.mktemp("ckpt") / "checkpoints" / "run-1.pt"
     cxr.save_checkpoint(
-        path, base_model, {"image_size": IMAGE_SIZE, "threshold": 0.37, "run_id": "run-1", "metrics": {"val_loss": 0.5}}
+        path,
+        base_model,
+        {
+            "image_size": IMAGE_SIZE,
+            "threshold": 0.37,
+            "run_id": "run-1",
+            "metrics": {"val_loss": 0.5},
+        },
     )
     return path
 
@@ -40,22 +53,38 @@ def rewrite_checkpoint(source: Path, target: Path, change) -> Path:
 
 
 def test_checkpoint_round_trip(saved_checkpoint, base_model):
-    """save_checkpoint then load_checkpoint gives the same tensors and the metadata with plain-string versions."""
+    """save_checkpoint then load_checkpoint gives the same tensors.
+
+    It also gives the metadata, with plain-string versions.
+    """
     assert os.listdir(saved_checkpoint.parent) == ["run-1.pt"]  # no temporary files left beside it
-    torch.manual_seed(123)  # load_checkpoint builds a fresh model: its random init must be overwritten
+    # load_checkpoint builds a fresh model: its random init must be overwritten
+    torch.manual_seed(123)
     model, meta = cxr.load_checkpoint(saved_checkpoint)
     assert state_equal(model.state_dict(), base_model.state_dict())
     assert model.pos_weight.item() == 2.0
     assert not model.training
-    assert meta["threshold"] == 0.37 and meta["image_size"] == IMAGE_SIZE and meta["run_id"] == "run-1"
+    assert (
+        meta["threshold"] == 0.37 and meta["image_size"] == IMAGE_SIZE and meta["run_id"] == "run-1"
+    )
     assert meta["class_names"] == ["NORMAL", "PNEUMONIA"]
     assert meta["metrics"] == {"val_loss": 0.5}
-    assert meta["format"] == CHECKPOINT_FORMAT and meta["arch"] == "resnet50" and "architecture" not in meta
-    assert "1 grey channel" in meta["input"] and "[0, 1]" in meta["input"] and "1 logit" in meta["input"]  # what the model expects, for a reader of the file
+    assert (
+        meta["format"] == CHECKPOINT_FORMAT
+        and meta["arch"] == "resnet50"
+        and "architecture" not in meta
+    )
+    # what the model expects, for a reader of the file
+    assert (
+        "1 grey channel" in meta["input"]
+        and "[0, 1]" in meta["input"]
+        and "1 logit" in meta["input"]
+    )
     assert meta["mean"] == list(cxr.IMAGENET_MEAN) and meta["std"] == list(cxr.IMAGENET_STD)
     images = make_images(2, seed=5)
     with torch.no_grad():
-        assert torch.equal(model(images), base_model(images))  # same predictions on (N, 1, H, W) input
+        # same predictions on (N, 1, H, W) input
+        assert torch.equal(model(images), base_model(images))
     assert {"torch", "torchvision", "python"} <= set(meta["versions"])
     assert all(type(v) is str for v in meta["versions"].values())
 
@@ -68,7 +97,10 @@ def test_save_checkpoint_without_image_size_raises(tmp_path, base_model):
 
 
 def test_load_checkpoint_missing_path_names_notebook_02(tmp_path):
-    """A missing checkpoint raises CheckpointError that names the path and the notebook that writes one."""
+    """A missing checkpoint raises CheckpointError.
+
+    The error names the path and the notebook that writes one.
+    """
     with pytest.raises(CheckpointError, match="02_training_on_gpu") as info:
         cxr.load_checkpoint(tmp_path / "nope.pt")
     assert "nope.pt" in str(info.value)
@@ -76,14 +108,20 @@ def test_load_checkpoint_missing_path_names_notebook_02(tmp_path):
 
 @pytest.mark.parametrize("change", ["drop_key", "fc_shape"])
 def test_load_checkpoint_state_dict_that_does_not_fit(tmp_path, saved_checkpoint, change):
-    """A state dict with a missing key or a wrong fc shape raises CheckpointError, not a raw RuntimeError."""
+    """A state dict with a missing key or a wrong fc shape raises CheckpointError.
+
+    Not a raw RuntimeError.
+    """
 
     def edit(payload):
         state = payload["state_dict"]
         if change == "drop_key":
             del state["network.layer1.0.conv1.weight"]
         else:
-            state["network.fc.weight"], state["network.fc.bias"] = torch.zeros(2, 2048), torch.zeros(2)
+            state["network.fc.weight"], state["network.fc.bias"] = (
+                torch.zeros(2, 2048),
+                torch.zeros(2),
+            )
 
     path = rewrite_checkpoint(saved_checkpoint, tmp_path / "bad.pt", edit)
     with pytest.raises(CheckpointError, match="does not fit"):
@@ -92,51 +130,89 @@ def test_load_checkpoint_state_dict_that_does_not_fit(tmp_path, saved_checkpoint
 
 def test_load_checkpoint_wrong_format_raises(tmp_path, saved_checkpoint):
     """A checkpoint of another format version raises CheckpointError naming the format."""
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "old.pt", lambda p: p["metadata"].update(format=99))
+    path = rewrite_checkpoint(
+        saved_checkpoint, tmp_path / "old.pt", lambda p: p["metadata"].update(format=99)
+    )
     with pytest.raises(CheckpointError, match="format 99"):
         cxr.load_checkpoint(path)
 
 
 def test_load_checkpoint_of_format_1_raises(tmp_path, saved_checkpoint):
-    """A checkpoint of format 1 (which named its model 'resnet50-gray-1logit') raises CheckpointError naming the formats."""
+    """A checkpoint of format 1 raises CheckpointError naming the formats.
+
+    Format 1 named its model 'resnet50-gray-1logit'.
+    """
     old_metadata = {"format": 1, "architecture": "resnet50-gray-1logit"}
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "format1.pt", lambda p: p["metadata"].update(old_metadata))
+    path = rewrite_checkpoint(
+        saved_checkpoint, tmp_path / "format1.pt", lambda p: p["metadata"].update(old_metadata)
+    )
     with pytest.raises(CheckpointError, match="format 1 / arch 'resnet50'") as info:
         cxr.load_checkpoint(path)
-    assert f"reads format {CHECKPOINT_FORMAT}" in str(info.value) and "Re-run notebook 02" in str(info.value)
+    assert (
+        f"reads format {CHECKPOINT_FORMAT}" in str(info.value)
+        and "Re-run notebook 02" in str(info.value)
+    )
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet34"])
 def test_another_resnet_round_trips_through_its_checkpoint(tmp_path, arch):
-    """A ResNet18 or ResNet34 model is saved as such (metadata 'arch') and load_checkpoint rebuilds that network."""
+    """A ResNet18 or ResNet34 model is saved as such (metadata 'arch').
+
+    load_checkpoint rebuilds that network.
+    """
     torch.manual_seed(0)
     original = cxr.PneumoniaCnnModel(pos_weight=0.5, arch=arch).eval()
-    path = cxr.save_checkpoint(tmp_path / f"{arch}.pt", original, {"image_size": IMAGE_SIZE, "run_id": arch})
+    path = cxr.save_checkpoint(
+        tmp_path / f"{arch}.pt", original, {"image_size": IMAGE_SIZE, "run_id": arch}
+    )
     loaded, meta = cxr.load_checkpoint(path)
     assert (loaded.arch, meta["arch"]) == (arch, arch)
-    assert loaded.network.fc.in_features == 512 and state_equal(loaded.state_dict(), original.state_dict())
+    assert loaded.network.fc.in_features == 512 and state_equal(
+        loaded.state_dict(), original.state_dict()
+    )
     images = make_images(2, seed=3)
     with torch.no_grad():
         assert torch.equal(loaded(images), original(images))
 
 
 def test_an_unknown_arch_is_refused_when_building_the_model():
-    """PneumoniaCnnModel accepts the three ResNets the series knows and names them when given another."""
-    with pytest.raises(ValueError, match=r"resnet18, resnet34, resnet50 \(CXR_ARCH\), got 'resnet101'"):
+    """PneumoniaCnnModel accepts the three ResNets the series knows.
+
+    It names them when given another.
+    """
+    with pytest.raises(
+        ValueError, match=r"resnet18, resnet34, resnet50 \(CXR_ARCH\), got 'resnet101'"
+    ):
         cxr.PneumoniaCnnModel(arch="resnet101")
 
 
-def test_a_checkpoint_of_an_unknown_architecture_names_the_ones_this_code_reads(tmp_path, saved_checkpoint):
-    """A checkpoint claiming another network is refused before any model is built, listing every readable architecture."""
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "vgg.pt", lambda p: p["metadata"].update(arch="vgg16"))
+def test_a_checkpoint_of_an_unknown_architecture_names_the_ones_this_code_reads(
+    tmp_path, saved_checkpoint
+):
+    """A checkpoint claiming another network is refused before any model is built.
+
+    The error lists every readable architecture.
+    """
+    path = rewrite_checkpoint(
+        saved_checkpoint, tmp_path / "vgg.pt", lambda p: p["metadata"].update(arch="vgg16")
+    )
     with pytest.raises(CheckpointError, match="arch 'vgg16'") as info:
         cxr.load_checkpoint(path)
     assert all(f"'{arch}'" in str(info.value) for arch in ("resnet18", "resnet34", "resnet50"))
 
 
-def test_weights_of_one_resnet_in_a_checkpoint_labelled_another_name_the_mismatch(tmp_path, saved_checkpoint):
-    """ResNet50 weights in a file that says resnet18 raise CheckpointError saying they do not fit, not a raw RuntimeError."""
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "mislabelled.pt", lambda p: p["metadata"].update(arch="resnet18"))
+def test_weights_of_one_resnet_in_a_checkpoint_labelled_another_name_the_mismatch(
+    tmp_path, saved_checkpoint
+):
+    """ResNet50 weights in a file that says resnet18 raise CheckpointError.
+
+    The error says they do not fit; it is not a raw RuntimeError.
+    """
+    path = rewrite_checkpoint(
+        saved_checkpoint,
+        tmp_path / "mislabelled.pt",
+        lambda p: p["metadata"].update(arch="resnet18"),
+    )
     with pytest.raises(CheckpointError, match="does not fit PneumoniaCnnModel"):
         cxr.load_checkpoint(path)
 
@@ -181,14 +257,20 @@ class _CodeOnLoad:
 
 
 def test_tampered_checkpoint_is_refused_without_running_code(tmp_path, saved_checkpoint):
-    """A checkpoint carrying an arbitrary Python object raises CheckpointError and its code never runs."""
+    """A checkpoint carrying an arbitrary Python object raises CheckpointError.
+
+    Its code never runs.
+    """
     marker = tmp_path / "marker.txt"
-    path = rewrite_checkpoint(saved_checkpoint, tmp_path / "tampered.pt", lambda p: p.update(extra=_CodeOnLoad(marker)))
+    path = rewrite_checkpoint(
+        saved_checkpoint, tmp_path / "tampered.pt", lambda p: p.update(extra=_CodeOnLoad(marker))
+    )
     with pytest.raises(CheckpointError, match="Refusing to load") as info:
         cxr.load_checkpoint(path)
     assert "tampered.pt" in str(info.value)
     assert not marker.exists()
-    # control: the same kind of file really runs code when loaded unsafely, so the check above can fail
+    # control: the same kind of file really runs code when loaded unsafely,
+    # so the check above can fail
     control_marker = tmp_path / "control.txt"
     torch.save({"extra": _CodeOnLoad(control_marker)}, tmp_path / "control.pt")
     torch.load(tmp_path / "control.pt", weights_only=False)
@@ -213,19 +295,28 @@ def test_random_bytes_checkpoint_raises(tmp_path):
         cxr.load_checkpoint(path)
 
 
-def test_latest_checkpoint_returns_newest_pt(tmp_path):
-    """latest_checkpoint picks the .pt file with the newest modification time, ignoring other files."""
+def test_latest_checkpoint_is_the_newest_run_not_the_newest_write(tmp_path):
+    """latest_checkpoint picks the .pt file of the newest run (names start with the run's time).
+
+    A checkpoint rewritten later (notebook 03 stores a threshold) does not become the newest,
+    and other files are ignored.
+    """
     folder = tmp_path / "checkpoints"
     folder.mkdir()
-    for name, mtime in [("b.pt", 3_000), ("a.pt", 1_000), ("c.pt", 2_000), ("notes.txt", 9_000)]:
+    runs = [("20260101-120000-000000-aaaa.pt", 1_000), ("20260102-090000-000000-bbbb.pt", 2_000),
+            ("20251231-235959-999999-cccc.pt", 3_000), ("notes.txt", 9_000)]
+    for name, mtime in runs:  # the oldest run's file was written last
         (folder / name).write_bytes(b"x")
         os.utime(folder / name, (mtime, mtime))
-    assert latest_checkpoint(tmp_path) == folder / "b.pt"
+    assert latest_checkpoint(tmp_path) == folder / "20260102-090000-000000-bbbb.pt"
 
 
 @pytest.mark.parametrize("make_folder", [True, False])
 def test_latest_checkpoint_none_names_notebook_02(tmp_path, make_folder):
-    """With no checkpoint (empty or missing folder) latest_checkpoint raises CheckpointError naming notebook 02."""
+    """With no checkpoint (empty or missing folder) latest_checkpoint raises CheckpointError.
+
+    The error names notebook 02.
+    """
     if make_folder:
         (tmp_path / "checkpoints").mkdir()
         (tmp_path / "checkpoints" / "readme.txt").write_text("no weights here")
@@ -237,7 +328,10 @@ def test_latest_checkpoint_none_names_notebook_02(tmp_path, make_folder):
 
 
 def test_atomic_write_bytes_writes_and_creates_folders(tmp_path):
-    """atomic_write_bytes creates missing folders, replaces the content and leaves only the target file."""
+    """atomic_write_bytes creates missing folders and replaces the content.
+
+    It leaves only the target file.
+    """
     path = tmp_path / "a" / "b" / "file.bin"
     atomic_write_bytes(path, b"first")
     atomic_write_bytes(path, b"second")
@@ -247,7 +341,10 @@ def test_atomic_write_bytes_writes_and_creates_folders(tmp_path):
 
 @pytest.mark.parametrize("failing", ["replace", "fsync"])
 def test_atomic_write_bytes_failure_keeps_old_content(tmp_path, monkeypatch, failing):
-    """If the write fails midway (fsync or the final rename), the old content is intact and no temp file remains."""
+    """If the write fails midway (fsync or the final rename), the old content is intact.
+
+    No temp file remains.
+    """
     path = tmp_path / "file.bin"
     path.write_bytes(b"old content")
 

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from cxr_support.config import _ENV, FULL_DEFAULTS, PROJECT_ROOT, QUICK_DEFAULTS, Config, load_config
+from cxr_support.config import (
+    _ENV,
+    FULL_DEFAULTS,
+    PROJECT_ROOT,
+    QUICK_DEFAULTS,
+    Config,
+    load_config,
+)
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(Config) if f.name != "sources"]
 
@@ -42,6 +49,7 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "CXR_RUN_DIR": str(tmp_path / "runs"),
         "CXR_ARCH": " ResNet34 ",
         "CXR_POSITIVE_CLASS": " COVID ",
+        "CXR_PRECISION": " FP16 ",
     }
 
 
@@ -87,15 +95,25 @@ def test_quick_flag_picks_its_defaults(quick, defaults, label):
     ({"CXR_QUICK": "0", "CXR_ARCH": "resnet18"}, "resnet18", "env CXR_ARCH"),
 ])
 def test_arch_is_resnet18_in_quick_mode_resnet50_otherwise_unless_set(environ, arch, source):
-    """CXR_ARCH 'auto' (the default) resolves to ResNet18 in quick mode and ResNet50 otherwise; a set value always wins."""
+    """CXR_ARCH 'auto' (the default) resolves to ResNet18 in quick mode and ResNet50 otherwise.
+
+    A set value always wins.
+    """
     config = load_config(environ=environ)
     assert (config.arch, config.sources["arch"]) == (arch, source)
 
 
 def test_arch_from_a_notebook_parameter_is_checked():
-    """ARCH in notebook 02's parameters cell is validated like CXR_ARCH, with a one-line error naming the choices."""
+    """ARCH in notebook 02's parameters cell is validated like CXR_ARCH.
+
+    The error is one line naming the choices.
+    """
     assert load_config(environ={"CXR_QUICK": "1"}, arch="resnet34").arch == "resnet34"
-    with pytest.raises(ValueError, match=r"arch='densenet121' is not valid: expected one of auto, resnet18, resnet34, resnet50"):
+    with pytest.raises(
+        ValueError,
+        match=r"arch='densenet121' is not valid: "
+        r"expected one of auto, resnet18, resnet34, resnet50",
+    ):
         load_config(environ={"CXR_QUICK": "1"}, arch="densenet121")
 
 
@@ -107,7 +125,7 @@ def test_quick_and_full_defaults_differ():
     assert quick.max_images is not None and full.max_images is None
 
 
-# ----------------------------------------------------------------------------- environment variables
+# ---------------------------------------------------------------------------- environment variables
 
 
 def test_env_values_are_parsed_and_sourced(full_env, tmp_path):
@@ -127,6 +145,7 @@ def test_env_values_are_parsed_and_sourced(full_env, tmp_path):
     assert config.run_dir == tmp_path / "runs"
     assert config.arch == "resnet34"  # stripped and lower-cased
     assert config.positive_class == "COVID"  # stripped, case kept: folder names are case-sensitive
+    assert config.precision == "fp16"  # stripped and lower-cased
     assert isinstance(config.data_dir, Path) and isinstance(config.run_dir, Path)
     for name, (var, _) in _ENV.items():
         assert config.sources[name] == f"env {var}", name
@@ -154,7 +173,10 @@ def test_blank_env_value_counts_as_unset(quick_env):
 
 @pytest.mark.parametrize("text", ["all", "ALL", "none"])
 def test_max_images_all_means_no_cap(quick_env, text):
-    """CXR_MAX_IMAGES=all (or none) means every image: None, from the environment, not the quick cap."""
+    """CXR_MAX_IMAGES=all (or none) means every image.
+
+    That is None, from the environment, not the quick cap.
+    """
     config = load_config(environ={**quick_env, "CXR_MAX_IMAGES": text})
     assert config.max_images is None
     assert config.sources["max_images"] == "env CXR_MAX_IMAGES"
@@ -162,11 +184,16 @@ def test_max_images_all_means_no_cap(quick_env, text):
 
 def test_notebook_overrides_win_over_env(full_env):
     """A notebook parameter beats the environment variable for the same setting."""
-    config = load_config(environ=full_env, seed=5, quick=True, image_size=96, train_mode="feature_extractor")
-    assert (config.seed, config.quick, config.image_size, config.train_mode) == (5, True, 96, "feature_extractor")
+    config = load_config(
+        environ=full_env, seed=5, quick=True, image_size=96, train_mode="feature_extractor"
+    )
+    assert (config.seed, config.quick, config.image_size, config.train_mode) == (
+        5, True, 96, "feature_extractor"
+    )
     for name in ("seed", "quick", "image_size", "train_mode"):
         assert config.sources[name] == "notebook parameter", name
-    assert config.epochs == 3 and config.sources["epochs"] == "env CXR_EPOCHS"  # the others still come from env
+    # the others still come from env
+    assert config.epochs == 3 and config.sources["epochs"] == "env CXR_EPOCHS"
 
 
 def test_none_override_falls_through_to_env(full_env):
@@ -207,7 +234,8 @@ def test_quick_override_false_beats_env_quick(quick_env):
 )
 def test_invalid_env_value_raises_naming_the_variable(var, value):
     """A bad value raises ValueError whose message names the variable."""
-    environ = {"CXR_QUICK": "1", var: value}  # for CXR_QUICK itself, the bad value replaces the good one
+    # for CXR_QUICK itself, the bad value replaces the good one
+    environ = {"CXR_QUICK": "1", var: value}
     with pytest.raises(ValueError, match=var):
         load_config(environ=environ)
 
@@ -224,7 +252,7 @@ def test_too_small_image_size_from_notebook_is_rejected(quick_env):
         load_config(environ=quick_env, image_size=16)
 
 
-# ----------------------------------------------------------------------------- Config.show / as_dict
+# ---------------------------------------------------------------------------- Config.show / as_dict
 
 
 def test_show_prints_every_field(full_env, capsys):
@@ -266,8 +294,16 @@ def test_as_dict_keeps_none_values(quick_env):
 
 
 def test_relative_paths_are_taken_from_the_project_folder():
-    """Notebooks run in notebooks/, scripts elsewhere: a relative CXR_RUN_DIR/CXR_DATA_DIR must mean the same place for both."""
-    config = load_config(environ={"CXR_QUICK": "1", "CXR_RUN_DIR": "runs/elsewhere", "CXR_DATA_DIR": "data/x"})
+    """Notebooks run in notebooks/, scripts elsewhere.
+
+    A relative CXR_RUN_DIR/CXR_DATA_DIR must mean the same place for both.
+    """
+    config = load_config(
+        environ={"CXR_QUICK": "1", "CXR_RUN_DIR": "runs/elsewhere", "CXR_DATA_DIR": "data/x"}
+    )
     assert config.run_dir == (PROJECT_ROOT / "runs" / "elsewhere").resolve()
     assert config.data_dir == (PROJECT_ROOT / "data" / "x").resolve()
-    assert load_config(environ={"CXR_QUICK": "1", "CXR_RUN_DIR": "/tmp/abs"}).run_dir == Path("/tmp/abs")
+    assert (
+        load_config(environ={"CXR_QUICK": "1", "CXR_RUN_DIR": "/tmp/abs"}).run_dir
+        == Path("/tmp/abs")
+    )

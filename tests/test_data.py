@@ -1,4 +1,4 @@
-"""Tests for the data layer of cxr_utils: finding, listing, splitting, decoding, caching and loading.
+"""Tests for cxr_utils' data layer: finding, listing, splitting, decoding, caching and loading.
 
 Every input is built small under ``tmp_path``; no real dataset and nothing outside the test's
 temporary folders is read or written.
@@ -59,13 +59,19 @@ from cxr_support.pixel_cache import load_pixels
     ],
 )
 def test_patient_id_reads_kaggle_names(name, patient):
-    """Every Kaggle file-name pattern maps to its patient, with or without a folder (unknown names: tests/test_own_folder.py)."""
+    """Every Kaggle file-name pattern maps to its patient, with or without a folder.
+
+    Unknown names are tested in tests/test_own_folder.py.
+    """
     assert cxr.patient_id(name) == patient
     assert cxr.patient_id(Path("/some/folder") / name) == patient
 
 
 def test_patient_id_does_not_merge_different_patients():
-    """Patients whose numbers share a prefix stay apart (person1 vs person12, IM-0011 vs IM-0012)."""
+    """Patients whose numbers share a prefix stay apart.
+
+    For example person1 vs person12, and IM-0011 vs IM-0012.
+    """
     assert cxr.patient_id("person1_virus_1.jpeg") != cxr.patient_id("person12_virus_1.jpeg")
     assert cxr.patient_id("IM-0011-0001.jpeg") != cxr.patient_id("IM-0012-0001.jpeg")
     assert cxr.patient_id("IM-0123-0001.jpeg") != cxr.patient_id("NORMAL2-IM-0123-0001.jpeg")
@@ -93,7 +99,10 @@ def test_patient_split_is_deterministic_in_the_seed(tmp_path):
 
 @pytest.mark.parametrize("val_fraction", [0.1, 0.2, 0.3])
 def test_patient_split_is_stratified(tmp_path, val_fraction):
-    """Each class puts about val_fraction of its images in val (whole patients: at most 3 images over)."""
+    """Each class puts about val_fraction of its images in val.
+
+    Whole patients move, so val is at most 3 images over.
+    """
     samples = kaggle_samples(tmp_path)
     _, val = cxr.patient_split(samples, val_fraction=val_fraction, seed=3)
     per_class = Counter(label for _, label in samples)
@@ -119,7 +128,10 @@ def test_patient_split_puts_both_classes_in_val(tmp_path):
 
 
 def test_random_image_split_leaks_patients(tmp_path):
-    """The blog post's image-level split puts the same patient on both sides (the pitfall it shows)."""
+    """The blog post's image-level split puts the same patient on both sides.
+
+    This is the pitfall it shows.
+    """
     samples = kaggle_samples(tmp_path)
     train, val = cxr.random_image_split(len(samples), val_fraction=0.2, seed=1)
     assert sorted(train + val) == list(range(len(samples)))
@@ -127,20 +139,44 @@ def test_random_image_split_leaks_patients(tmp_path):
     assert cxr.patients_on_both_sides(samples, train, val) > 0
 
 
-def test_load_or_make_split_saves_and_reuses(tmp_path, monkeypatch):
-    """The split is saved as split-seed<N>.json in run_dir and read back from it on the next call."""
+def test_load_or_make_split_saves_and_keeps_a_matching_split(tmp_path):
+    """The split is saved as split-seed<N>.json in run_dir; the same split leaves the file alone."""
     root, run_dir = tmp_path / "data", tmp_path / "run"
     samples = kaggle_samples(root)
-    first = load_or_make_split(samples, root, run_dir, seed=3, make_split=cxr.patient_split, val_fraction=0.2)
+    first = load_or_make_split(
+        samples, root, run_dir, seed=3, make_split=cxr.patient_split, val_fraction=0.2
+    )
     saved = run_dir / "split-seed3.json"
     assert saved.is_file()
     assert first == cxr.patient_split(samples, 0.2, seed=3)
+    before = saved.stat().st_mtime_ns, saved.read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to announce
+        again = load_or_make_split(
+            samples, root, run_dir, seed=3, make_split=cxr.patient_split, val_fraction=0.2
+        )
+    assert again == first and (saved.stat().st_mtime_ns, saved.read_text()) == before
+    # no temporary files left
+    assert sorted(p.name for p in run_dir.iterdir()) == ["split-seed3.json"]
 
-    def no_recompute(*args, **kwargs):
-        raise AssertionError("patient_split called although a matching saved split exists")
 
-    assert load_or_make_split(samples, root, run_dir, seed=3, make_split=no_recompute, val_fraction=0.2) == first
-    assert sorted(p.name for p in run_dir.iterdir()) == ["split-seed3.json"]  # no temporary files left
+def test_a_saved_split_of_another_patient_rule_is_replaced_with_a_warning(tmp_path):
+    """A new pattern in PATIENT_PATTERNS changes the split; the saved one is not silently reused."""
+    root, run_dir = tmp_path / "data", tmp_path / "run"
+    samples = kaggle_samples(root)
+    load_or_make_split(samples, root, run_dir, seed=3, make_split=cxr.patient_split)
+
+    def every_file_its_own_patient(samples, val_fraction, seed):  # another rule, same files
+        return cxr.random_image_split(len(samples), val_fraction, seed)
+
+    with pytest.warns(UserWarning, match="another patient rule"):
+        train, val = load_or_make_split(
+            samples, root, run_dir, seed=3, make_split=every_file_its_own_patient
+        )
+    assert (train, val) == cxr.random_image_split(len(samples), 0.1, 3)
+    saved = json.loads((run_dir / "split-seed3.json").read_text())
+    rel = [str(p.relative_to(root)) for p, _ in samples]
+    assert sorted(saved["val"]) == sorted(rel[i] for i in val)
 
 
 def test_load_or_make_split_recomputes_for_a_new_file_list(tmp_path):
@@ -150,7 +186,9 @@ def test_load_or_make_split_recomputes_for_a_new_file_list(tmp_path):
     load_or_make_split(samples, root, run_dir, seed=3, make_split=cxr.patient_split)
     before = (run_dir / "split-seed3.json").read_text()
     added = (root / "train" / "PNEUMONIA" / "person999_virus_999.jpeg", 1)
-    train, val = load_or_make_split([*samples, added], root, run_dir, seed=3, make_split=cxr.patient_split)
+    train, val = load_or_make_split(
+        [*samples, added], root, run_dir, seed=3, make_split=cxr.patient_split
+    )
     assert sorted(train + val) == list(range(len(samples) + 1))
     after = (run_dir / "split-seed3.json").read_text()
     assert after != before
@@ -158,7 +196,10 @@ def test_load_or_make_split_recomputes_for_a_new_file_list(tmp_path):
 
 
 def test_a_split_saved_by_the_earlier_patient_ids_is_made_again(tmp_path):
-    """A split file of format 1 (patient ids not yet per class: it could leak) is not reused, whatever its fingerprint says."""
+    """A split file of format 1 is not reused, whatever its fingerprint says.
+
+    Format 1 did not yet make patient ids per class, so its split could leak.
+    """
     root, run_dir = tmp_path / "data", tmp_path / "run"
     samples = kaggle_samples(root)
     load_or_make_split(samples, root, run_dir, seed=3, make_split=cxr.patient_split)
@@ -176,7 +217,10 @@ def test_a_split_saved_by_the_earlier_patient_ids_is_made_again(tmp_path):
 
 
 def test_find_dataset_wrong_explicit_dir_names_it(tmp_path):
-    """A CXR_DATA_DIR without the dataset is an error naming that folder, never a silent fallback."""
+    """A CXR_DATA_DIR without the dataset is an error naming that folder.
+
+    It never silently falls back.
+    """
     wrong = tmp_path / "downloads" / "not-the-dataset"
     wrong.mkdir(parents=True)
     (wrong / "train").mkdir()  # train/ alone is not enough
@@ -187,13 +231,19 @@ def test_find_dataset_wrong_explicit_dir_names_it(tmp_path):
 
 
 def test_find_dataset_wrong_explicit_dir_given_as_str(tmp_path):
-    """A wrong folder given as a string (as a notebook parameter passes it) is the same DataError."""
+    """A wrong folder given as a string is the same DataError.
+
+    A notebook parameter passes it that way.
+    """
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "missing"))):
         find_dataset(str(tmp_path / "missing"))
 
 
 def test_find_dataset_handles_the_kaggle_zip_nesting(tmp_path):
-    """The Kaggle zip's chest_xray/chest_xray/{train,test,val} is found, not the __MACOSX copy beside it."""
+    """The Kaggle zip's chest_xray/chest_xray/{train,test,val} is found.
+
+    The __MACOSX copy beside it is not.
+    """
     download = tmp_path / "download"
     inner = download / "chest_xray" / "chest_xray"
     for split in ("train", "test", "val"):
@@ -215,7 +265,10 @@ def test_locate_dataset_root_returns_none_without_dataset(tmp_path):
 
 
 def test_find_dataset_none_without_defaults(tmp_path, monkeypatch):
-    """With no CXR_DATA_DIR and no default folder holding the data, the answer is None (synthetic sample)."""
+    """With no CXR_DATA_DIR and no default folder holding the data, the answer is None.
+
+    None means the synthetic sample.
+    """
     monkeypatch.setattr(dataset, "default_data_dirs", lambda: [tmp_path / "nothing"])
     assert find_dataset(None) is None
 
@@ -223,11 +276,13 @@ def test_find_dataset_none_without_defaults(tmp_path, monkeypatch):
 def test_find_dataset_none_uses_first_default_with_data(tmp_path, monkeypatch):
     """With no CXR_DATA_DIR, the first default folder that holds the dataset is used."""
     make_tree(tmp_path / "data" / "chest_xray")
-    monkeypatch.setattr(dataset, "default_data_dirs", lambda: [tmp_path / "nothing", tmp_path / "data"])
+    monkeypatch.setattr(
+        dataset, "default_data_dirs", lambda: [tmp_path / "nothing", tmp_path / "data"]
+    )
     assert find_dataset(None) == tmp_path / "data" / "chest_xray"
 
 
-# ----------------------------------------------------------------------------- listing split folders
+# ---------------------------------------------------------------------------- listing split folders
 
 
 def test_list_split_lists_labels_in_order(tiny_root):
@@ -235,7 +290,9 @@ def test_list_split_lists_labels_in_order(tiny_root):
     samples, skipped = list_split(tiny_root, "train")
     assert skipped == []
     expected = [
-        (tiny_root / "train" / c / n, label) for label, c in enumerate(cxr.CLASS_NAMES) for n in sorted(TINY_LAYOUT["train"][c])
+        (tiny_root / "train" / c / n, label)
+        for label, c in enumerate(cxr.CLASS_NAMES)
+        for n in sorted(TINY_LAYOUT["train"][c])
     ]
     assert samples == expected
 
@@ -269,7 +326,10 @@ def test_list_split_empty_class_folder(tiny_root, junk):
 
 
 def test_list_split_skips_and_reports_junk(tiny_root):
-    """System files, non-images, empty files and sub-folders are skipped with a reason, never counted."""
+    """System files, non-images, empty files and sub-folders are skipped with a reason.
+
+    They are never counted.
+    """
     folder = tiny_root / "train" / "NORMAL"
     (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (folder / "Thumbs.db").write_bytes(b"thumbs")
@@ -290,7 +350,7 @@ def test_list_split_skips_and_reports_junk(tiny_root):
     assert "IM-0998-0001.jpeg" not in listed  # nothing is read from inside a sub-folder
 
 
-# ----------------------------------------------------------------------------- prepare_data with bad files
+# ---------------------------------------------------------------------- prepare_data with bad files
 
 
 def _messages(records) -> str:
@@ -298,11 +358,16 @@ def _messages(records) -> str:
 
 
 def test_prepare_data_skips_truncated_jpeg_and_leaves_data_alone(tiny_root, tmp_path):
-    """A truncated JPEG is skipped with a warning naming it, left out of the counts; the data folder is untouched."""
+    """A truncated JPEG is skipped with a warning naming it, left out of the counts.
+
+    The data folder is untouched.
+    """
     bad = write_truncated_jpeg(tiny_root / "train" / "NORMAL" / "IM-0005-0001.jpeg")
     before = snapshot(tiny_root)
     with pytest.warns(UserWarning) as records:
-        splits = cxr.prepare_data(tiny_root, tmp_path / "run", image_size=SIZE, seed=0, progress=False)
+        splits = cxr.prepare_data(
+            tiny_root, tmp_path / "run", image_size=SIZE, seed=0, progress=False
+        )
     assert str(bad) in _messages(records)
     assert snapshot(tiny_root) == before
     good_train = sum(len(names) for names in TINY_LAYOUT["train"].values())
@@ -311,28 +376,41 @@ def test_prepare_data_skips_truncated_jpeg_and_leaves_data_alone(tiny_root, tmp_
     for name in ("train", "val"):
         counts.update(splits[name].class_counts())
         assert bad not in splits[name].paths
-    assert counts == {"NORMAL": len(TINY_LAYOUT["train"]["NORMAL"]), "PNEUMONIA": len(TINY_LAYOUT["train"]["PNEUMONIA"])}
+    assert counts == {
+        "NORMAL": len(TINY_LAYOUT["train"]["NORMAL"]),
+        "PNEUMONIA": len(TINY_LAYOUT["train"]["PNEUMONIA"]),
+    }
     skipped = [path for name in ("train", "val") for path, _ in splits[name].skipped]
     assert skipped == [str(bad)]
     assert len(splits["test"]) == 4 and len(splits["kaggle_val"]) == 2
 
 
 def test_prepare_data_skips_truncated_and_fake_jpegs(tiny_root, tmp_path):
-    """A truncated JPEG and a fake .jpeg are both skipped with a warning listing them, and not counted."""
+    """A truncated JPEG and a fake .jpeg are both skipped with a warning listing them.
+
+    Neither is counted.
+    """
     truncated = write_truncated_jpeg(tiny_root / "train" / "NORMAL" / "IM-0005-0001.jpeg")
     fake = write_fake_jpeg(tiny_root / "train" / "PNEUMONIA" / "person7_virus_7.jpeg")
     before = snapshot(tiny_root)
     with pytest.warns(UserWarning) as records:
-        splits = cxr.prepare_data(tiny_root, tmp_path / "run", image_size=SIZE, seed=0, progress=False)
+        splits = cxr.prepare_data(
+            tiny_root, tmp_path / "run", image_size=SIZE, seed=0, progress=False
+        )
     assert str(truncated) in _messages(records) and str(fake) in _messages(records)
     assert snapshot(tiny_root) == before
-    assert len(splits["train"]) + len(splits["val"]) == sum(len(names) for names in TINY_LAYOUT["train"].values())
+    assert len(splits["train"]) + len(splits["val"]) == sum(
+        len(names) for names in TINY_LAYOUT["train"].values()
+    )
     skipped = sorted(path for name in ("train", "val") for path, _ in splits[name].skipped)
     assert skipped == sorted([str(truncated), str(fake)])
 
 
 def test_prepare_data_writes_only_into_run_dir(tiny_root, tmp_path):
-    """prepare_data keeps its split file and cache in run_dir and leaves the data folder unchanged."""
+    """prepare_data keeps its split file and cache in run_dir.
+
+    It leaves the data folder unchanged.
+    """
     before = snapshot(tiny_root)
     run_dir = tmp_path / "run"
     with warnings.catch_warnings():
@@ -344,7 +422,10 @@ def test_prepare_data_writes_only_into_run_dir(tiny_root, tmp_path):
     assert set(splits) == {"train", "val", "test", "kaggle_val"}
     n_train, n_val = len(splits["train"]), len(splits["val"])
     together = [(path, 0) for path in splits["train"].paths + splits["val"].paths]
-    assert cxr.patients_on_both_sides(together, range(n_train), range(n_train, n_train + n_val)) == 0
+    assert (
+        cxr.patients_on_both_sides(together, range(n_train), range(n_train, n_train + n_val))
+        == 0
+    )
 
 
 # ----------------------------------------------------------------------------- decode-once cache
@@ -370,7 +451,10 @@ def test_cache_is_reused_without_decoding(cache_samples, tmp_path, monkeypatch):
     assert torch.equal(second.pixels, first.pixels)
     assert torch.equal(second.labels, first.labels)
     assert second.paths == first.paths
-    assert second.original_sizes == first.original_sizes and second.original_modes == first.original_modes
+    assert (
+        second.original_sizes == first.original_sizes
+        and second.original_modes == first.original_modes
+    )
 
 
 def test_cached_pixels_equal_decode_resized(cache_samples, tmp_path):
@@ -379,7 +463,10 @@ def test_cached_pixels_equal_decode_resized(cache_samples, tmp_path):
     fresh = load_pixels("train", cache_samples, SIZE, cache_dir, progress=False)
     cached = load_pixels("train", cache_samples, SIZE, cache_dir, progress=False)
     for split in (fresh, cached):
-        assert split.pixels.shape == (len(cache_samples), 1, SIZE, SIZE) and split.pixels.dtype == torch.uint8
+        assert (
+            split.pixels.shape == (len(cache_samples), 1, SIZE, SIZE)
+            and split.pixels.dtype == torch.uint8
+        )
         assert split.labels.tolist() == [label for _, label in cache_samples]
         for i, (path, _) in enumerate(cache_samples):
             expected, size, mode = decode_resized(path, SIZE)
@@ -431,7 +518,8 @@ def test_corrupt_cache_is_ignored_and_rebuilt(cache_samples, tmp_path, decode_ca
         again = load_pixels("train", cache_samples, SIZE, cache_dir, progress=False)
     assert len(decode_calls) == 2
     assert torch.equal(again.pixels, first.pixels)
-    assert torch.equal(torch.load(cache_file, weights_only=True)["pixels"], first.pixels)  # rewritten whole
+    # rewritten whole
+    assert torch.equal(torch.load(cache_file, weights_only=True)["pixels"], first.pixels)
 
 
 def test_cache_remembers_skipped_files(tiny_root, tmp_path, decode_calls):
@@ -451,11 +539,16 @@ def test_cache_remembers_skipped_files(tiny_root, tmp_path, decode_calls):
 
 
 def _labelled(n_normal: int, n_pneumonia: int) -> list[tuple[Path, int]]:
-    return [(Path(f"n{i}.jpeg"), 0) for i in range(n_normal)] + [(Path(f"p{i}.jpeg"), 1) for i in range(n_pneumonia)]
+    return [(Path(f"n{i}.jpeg"), 0) for i in range(n_normal)] + [
+        (Path(f"p{i}.jpeg"), 1) for i in range(n_pneumonia)
+    ]
 
 
 def test_stratified_subset_keeps_class_proportions():
-    """Capping 30 NORMAL + 90 PNEUMONIA at 40 keeps about 10 + 30, all distinct, from the given indices."""
+    """Capping 30 NORMAL + 90 PNEUMONIA at 40 keeps about 10 + 30.
+
+    All are distinct and come from the given indices.
+    """
     samples = _labelled(30, 90)
     indices = list(range(0, 120))
     kept = stratified_subset(samples, indices, cap=40, seed=0)
@@ -467,8 +560,12 @@ def test_stratified_subset_is_deterministic():
     """The same seed gives the same subset; another seed another one."""
     samples = _labelled(30, 90)
     indices = list(range(120))
-    assert stratified_subset(samples, indices, 40, seed=1) == stratified_subset(samples, indices, 40, seed=1)
-    assert stratified_subset(samples, indices, 40, seed=1) != stratified_subset(samples, indices, 40, seed=2)
+    assert stratified_subset(samples, indices, 40, seed=1) == stratified_subset(
+        samples, indices, 40, seed=1
+    )
+    assert stratified_subset(samples, indices, 40, seed=1) != stratified_subset(
+        samples, indices, 40, seed=2
+    )
 
 
 def test_stratified_subset_without_cap_keeps_everything():
@@ -478,9 +575,14 @@ def test_stratified_subset_without_cap_keeps_everything():
     assert stratified_subset(samples, [1, 4, 6], 3, seed=0) == [1, 4, 6]
 
 
-@pytest.mark.parametrize(("n_normal", "n_pneumonia", "cap"), [(5, 5, 3), (1, 99, 10), (7, 13, 9), (50, 50, 1)])
+@pytest.mark.parametrize(
+    ("n_normal", "n_pneumonia", "cap"), [(5, 5, 3), (1, 99, 10), (7, 13, 9), (50, 50, 1)]
+)
 def test_stratified_subset_returns_exactly_the_cap(n_normal, n_pneumonia, cap):
-    """Exactly ``cap`` distinct indices, each class within one of its proportional share, also when shares round badly."""
+    """Exactly ``cap`` distinct indices, each class within one of its proportional share.
+
+    This holds also when the shares round badly.
+    """
     samples = _labelled(n_normal, n_pneumonia)
     kept = stratified_subset(samples, list(range(n_normal + n_pneumonia)), cap=cap, seed=0)
     assert len(kept) == cap and len(set(kept)) == cap
@@ -489,7 +591,10 @@ def test_stratified_subset_returns_exactly_the_cap(n_normal, n_pneumonia, cap):
 
 
 def test_split_subset_and_class_counts(cache_samples, tmp_path):
-    """XraySplit.subset keeps the chosen samples' pixels, labels and paths; class_counts counts per class."""
+    """XraySplit.subset keeps the chosen samples' pixels, labels and paths.
+
+    class_counts counts per class.
+    """
     split = load_pixels("train", cache_samples, SIZE, None, progress=False)
     assert split.class_counts() == {"NORMAL": 4, "PNEUMONIA": 4}
     part = split.subset([5, 0], name="part")
@@ -501,9 +606,14 @@ def test_split_subset_and_class_counts(cache_samples, tmp_path):
 
 
 def test_resolve_dataset_falls_back_to_a_loud_synthetic_sample(tmp_path, monkeypatch, capsys):
-    """No CXR_DATA_DIR and nothing at the default places: the synthetic sample, announced in a banner."""
+    """No CXR_DATA_DIR and nothing at the default places: the synthetic sample.
+
+    It is announced in a banner.
+    """
     monkeypatch.setattr(dataset, "default_data_dirs", lambda: [tmp_path / "nothing"])
-    monkeypatch.setattr(synthetic, "SYNTHETIC_COUNTS", {"train": (2, 3), "val": (1, 1), "test": (1, 2)})
+    monkeypatch.setattr(
+        synthetic, "SYNTHETIC_COUNTS", {"train": (2, 3), "val": (1, 1), "test": (1, 2)}
+    )
     root, is_synthetic = resolve_dataset(None, tmp_path / "runs", seed=3)
     assert is_synthetic is True
     assert root.is_relative_to(tmp_path / "runs") and (root / "train" / "PNEUMONIA").is_dir()
@@ -511,7 +621,10 @@ def test_resolve_dataset_falls_back_to_a_loud_synthetic_sample(tmp_path, monkeyp
 
 
 def test_resolve_dataset_uses_real_data_and_never_falls_back_when_dir_is_wrong(tmp_path, capsys):
-    """An explicit dataset is used as is; a wrong CXR_DATA_DIR is an error, not a silent synthetic run."""
+    """An explicit dataset is used as is.
+
+    A wrong CXR_DATA_DIR is an error, not a silent synthetic run.
+    """
     for split in SPLIT_FOLDERS:
         for name in cxr.CLASS_NAMES:
             (tmp_path / "data" / "chest_xray" / split / name).mkdir(parents=True)

@@ -1,4 +1,6 @@
-"""One device rule for every accelerator: CUDA, Apple MPS, Intel XPU or the CPU (notebook 2, cxr_support.devices).
+"""One device rule for every accelerator: CUDA, Apple MPS, Intel XPU or the CPU.
+
+The rule is taught in notebook 2 and lives in cxr_support.devices.
 
 This machine has no accelerator, so the tests make torch report one: they patch
 ``torch.accelerator`` (torch 2.6 and later) or, for older releases, the backends' own
@@ -22,28 +24,43 @@ KINDS = ("cuda", "mps", "xpu")
 
 @pytest.fixture
 def machine(monkeypatch):
-    """Make torch report the accelerators listed (through torch.accelerator and each backend); returns the setter."""
+    """Make torch report the accelerators listed; returns the setter.
+
+    They are reported through torch.accelerator and through each backend.
+    """
 
     def have(*kinds: str) -> None:
         for kind in KINDS:
             backend = torch.backends.mps if kind == "mps" else getattr(torch, kind)
             monkeypatch.setattr(backend, "is_available", lambda kind=kind: kind in kinds)
         current = torch.device(kinds[0]) if kinds else None
-        monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: current)
+        monkeypatch.setattr(
+            torch.accelerator, "current_accelerator", lambda check_available=False: current
+        )
 
     return have
 
 
-@pytest.mark.parametrize("kinds, expected", [((), "cpu"), (("mps",), "mps"), (("cuda",), "cuda"), (("xpu",), "xpu")])
+@pytest.mark.parametrize(
+    "kinds, expected", [((), "cpu"), (("mps",), "mps"), (("cuda",), "cuda"), (("xpu",), "xpu")]
+)
 def test_default_device_follows_torch_accelerator(machine, kinds, expected):
-    """get_default_device picks the accelerator torch reports, else the CPU; the config's helper agrees."""
+    """get_default_device picks the accelerator torch reports, else the CPU.
+
+    The config's helper agrees.
+    """
     machine(*kinds)
     assert cxr.get_default_device() == torch.device(expected)
     assert (devices.accelerator_kind() or "cpu") == expected
 
 
-@pytest.mark.parametrize("kinds, expected", [((), "cpu"), (("mps",), "mps"), (("xpu",), "xpu"), (("cuda", "mps"), "cuda")])
-def test_default_device_without_torch_accelerator_asks_each_backend(machine, monkeypatch, kinds, expected):
+@pytest.mark.parametrize(
+    "kinds, expected",
+    [((), "cpu"), (("mps",), "mps"), (("xpu",), "xpu"), (("cuda", "mps"), "cuda")],
+)
+def test_default_device_without_torch_accelerator_asks_each_backend(
+    machine, monkeypatch, kinds, expected
+):
     """On a torch without torch.accelerator, the backends are asked in the order CUDA, MPS, XPU."""
     machine(*kinds)
     monkeypatch.delattr(torch, "accelerator")
@@ -51,9 +68,17 @@ def test_default_device_without_torch_accelerator_asks_each_backend(machine, mon
     assert (devices.accelerator_kind() or "cpu") == expected
 
 
-@pytest.mark.parametrize("built_for, usable, expected", [("cuda", True, "cuda"), ("cuda", False, "cpu"), (None, False, "cpu")])
-def test_torch_2_6_accelerator_api_without_check_available(machine, monkeypatch, built_for, usable, expected):
-    """torch 2.6's current_accelerator() takes no argument and names the build's accelerator, usable or not."""
+@pytest.mark.parametrize(
+    "built_for, usable, expected",
+    [("cuda", True, "cuda"), ("cuda", False, "cpu"), (None, False, "cpu")],
+)
+def test_torch_2_6_accelerator_api_without_check_available(
+    machine, monkeypatch, built_for, usable, expected
+):
+    """torch 2.6's current_accelerator() takes no argument.
+
+    It names the build's accelerator, usable or not.
+    """
     machine(*(("cuda",) if usable else ()))
 
     def current_accelerator():  # the 2.6 signature: passing check_available raises TypeError
@@ -82,24 +107,39 @@ def test_no_accelerator_means_cpu_and_quick_mode(machine):
 
 
 def test_cxr_device_is_honoured(machine):
-    """CXR_DEVICE picks the device even when another would be the default; cpu switches quick mode on."""
+    """CXR_DEVICE picks the device even when another would be the default.
+
+    cpu switches quick mode on.
+    """
     machine("cuda", "mps")
     config = load_config(environ={"CXR_DEVICE": "mps"})
-    assert config.device == "mps" and config.sources["device"] == "env CXR_DEVICE" and config.quick is False
+    assert (
+        config.device == "mps"
+        and config.sources["device"] == "env CXR_DEVICE"
+        and config.quick is False
+    )
     assert cxr.get_default_device(config.device) == torch.device("mps")
     on_cpu = load_config(environ={"CXR_DEVICE": "CPU"})
     assert on_cpu.device == "cpu" and on_cpu.quick is True
     assert cxr.get_default_device(on_cpu.device) == torch.device("cpu")
-    assert load_config(environ={"CXR_DEVICE": "xpu", "CXR_QUICK": "1"}, device="cuda").device == "cuda"  # a notebook parameter wins
+    # a notebook parameter wins
+    assert (
+        load_config(environ={"CXR_DEVICE": "xpu", "CXR_QUICK": "1"}, device="cuda").device
+        == "cuda"
+    )
 
 
 @pytest.mark.parametrize(
     "value, message",
     [("tpu", r"CXR_DEVICE='tpu' is not valid: expected one of auto, cpu, cuda, mps, xpu"),
-     ("xpu", r"CXR_DEVICE='xpu' is not valid: this machine has no xpu device \(it has: cpu, mps\); unset CXR_DEVICE or set it to auto")],
+     ("xpu", r"CXR_DEVICE='xpu' is not valid: this machine has no xpu device "
+             r"\(it has: cpu, mps\); unset CXR_DEVICE or set it to auto")],
 )
 def test_cxr_device_is_validated(machine, value, message):
-    """An unknown device, or one this machine does not have, is a one-line error naming the variable and the fix."""
+    """An unknown device, or one this machine does not have, is a one-line error.
+
+    The error names the variable and the fix.
+    """
     machine("mps")
     with pytest.raises(ValueError, match=message):
         load_config(environ={"CXR_DEVICE": value})
@@ -112,9 +152,15 @@ def test_cxr_device_is_validated(machine, value, message):
      ("xpu", True, (True, torch.bfloat16)), ("xpu", False, (False, torch.float32))],
 )
 def test_autocast_settings_are_valid_for_each_device_type(monkeypatch, device_type, bf16, expected):
-    """bf16 where the GPU has it, fp16 on older NVIDIA GPUs, float32 on the CPU and MPS; every pair builds an autocast."""
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
-    monkeypatch.setattr(torch.xpu, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    """bf16 where the GPU has it natively, fp16 on older NVIDIA GPUs, float32 on the CPU and MPS.
+
+    Every pair builds an autocast. (NVIDIA GPUs are told apart by compute capability: 8.0 for
+    native bf16, 7.5 for a T4; Intel GPUs by their own answer, without emulation.)
+    """
+    capability = (8, 0) if bf16 else (7, 5)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args, **kwargs: capability)
+    monkeypatch.setattr(torch.xpu, "is_bf16_supported",
+                        lambda including_emulation=True: bf16 and not including_emulation)
     use_amp, dtype = cxr.autocast_settings(torch.device(device_type))
     assert (use_amp, dtype) == expected
     if use_amp:
@@ -126,20 +172,34 @@ def test_autocast_settings_are_valid_for_each_device_type(monkeypatch, device_ty
 
 @pytest.mark.parametrize("device_type", KINDS)
 def test_synchronize_waits_on_the_devices_own_backend(monkeypatch, device_type):
-    """synchronize calls torch.cuda / torch.mps / torch.xpu .synchronize, and nothing for the CPU."""
+    """synchronize calls torch.cuda / torch.mps / torch.xpu .synchronize.
+
+    It calls nothing for the CPU.
+    """
     calls = []
     for kind in KINDS:
-        monkeypatch.setattr(getattr(torch, kind), "synchronize", lambda *args, kind=kind: calls.append(kind))
+        monkeypatch.setattr(
+            getattr(torch, kind), "synchronize", lambda *args, kind=kind: calls.append(kind)
+        )
     cxr.synchronize(torch.device("cpu"))
     assert calls == []
     cxr.synchronize(torch.device(device_type))
     assert calls == [device_type]
 
 
-@pytest.mark.parametrize("device_type, expected", [("cpu", "feature_extractor"), ("mps", "finetune"), ("xpu", "finetune")])
+@pytest.mark.parametrize(
+    "device_type, expected",
+    [("cpu", "feature_extractor"), ("mps", "finetune"), ("xpu", "finetune")],
+)
 def test_auto_train_mode_fine_tunes_on_any_accelerator(device_type, expected):
-    """With ImageNet weights, 'auto' fine-tunes on every accelerator and freezes the backbone only on the CPU."""
-    assert cxr.resolve_train_mode("auto", torch.device(device_type), pretrained_loaded=True) == expected
+    """With ImageNet weights, 'auto' fine-tunes on every accelerator.
+
+    It freezes the backbone only on the CPU.
+    """
+    assert (
+        cxr.resolve_train_mode("auto", torch.device(device_type), pretrained_loaded=True)
+        == expected
+    )
 
 
 def test_device_names_for_records(monkeypatch):
@@ -154,8 +214,15 @@ def test_device_names_for_records(monkeypatch):
 
 
 def test_a_device_passed_by_a_notebook_is_checked_too(machine):
-    """A notebook parameter that is a torch.device is accepted for a device the machine has, refused otherwise."""
+    """A notebook parameter that is a torch.device is accepted for a device the machine has.
+
+    It is refused otherwise.
+    """
     machine("mps")
     assert load_config(environ={}, device=torch.device("mps")).device == "mps"
-    with pytest.raises(ValueError, match=r"CXR_DEVICE=.*\(set by a notebook parameter\) is not allowed: this machine has no cuda device"):
+    with pytest.raises(
+        ValueError,
+        match=r"CXR_DEVICE=.*\(set by a notebook parameter\) is not allowed: "
+        r"this machine has no cuda device",
+    ):
         load_config(environ={}, device=torch.device("cuda"))

@@ -1,4 +1,6 @@
-"""Edge cases of Jovian logging (issue 11, class 4): odd credentials and servers that trickle or stall.
+"""Edge cases of Jovian logging (issue 11, class 4).
+
+Odd credentials, and servers that trickle or stall.
 
 Logging must never raise, never hang past its deadline, and never print the key. The
 "Jovian API" is a local HTTP server on 127.0.0.1 (as in test_records.py); the stalled-upload
@@ -52,7 +54,10 @@ def write_credentials(home: Path, content) -> Path:
 
 
 class SlowJovianApi:
-    """127.0.0.1 server: GET /user/profile answers 200 (all at once, or trickled a byte at a time); POST stalls until closed."""
+    """127.0.0.1 server: GET /user/profile answers 200; POST stalls until closed.
+
+    The answer to GET comes all at once, or trickled a byte at a time.
+    """
 
     def __init__(self, trickle_s: float | None = None):
         self.release = threading.Event()
@@ -62,7 +67,9 @@ class SlowJovianApi:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 api.requests.append(("GET", self.path))
-                body = json.dumps({"data": {"username": "tester", "padding": " " * (2000 if trickle_s else 0)}}).encode()
+                body = json.dumps(
+                    {"data": {"username": "tester", "padding": " " * (2000 if trickle_s else 0)}}
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -70,7 +77,8 @@ class SlowJovianApi:
                 if not trickle_s:
                     self.wfile.write(body)
                     return
-                for byte in body:  # one byte per trickle_s: every read is quick, the whole answer takes minutes
+                # one byte per trickle_s: every read is quick, the whole answer takes minutes
+                for byte in body:
                     if api.release.wait(trickle_s):
                         return
                     self.wfile.write(bytes([byte]))
@@ -86,7 +94,9 @@ class SlowJovianApi:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     def close(self):
         self.release.set()
@@ -109,7 +119,10 @@ def test_run_with_deadline_returns_none_when_the_work_finishes():
 
 
 def test_run_with_deadline_reports_only_the_kind_of_error():
-    """A failing call gives its exception's type name, never its message (which may quote the key)."""
+    """A failing call gives its exception's type name.
+
+    Never its message, which may quote the key.
+    """
 
     def fail():
         raise ConnectionError(f"refused for Bearer {API_KEY}")
@@ -128,12 +141,19 @@ def test_run_with_deadline_abandons_work_that_overruns():
     assert elapsed < 3
 
 
-# ----------------------------------------------------------------------------- odd credentials files
+# ---------------------------------------------------------------------------- odd credentials files
 
 
-@pytest.mark.parametrize("content", [[], None, 42, "a string", [API_KEY]], ids=["list", "null", "number", "string", "key-in-list"])
+@pytest.mark.parametrize(
+    "content",
+    [[], None, 42, "a string", [API_KEY]],
+    ids=["list", "null", "number", "string", "key-in-list"],
+)
 def test_credentials_that_are_json_but_not_an_object(home, content, capsys):
-    """Valid JSON that is not an object: not ready, the reason names the file and the fix, nothing raises or leaks."""
+    """Valid JSON that is not an object: not ready, and the reason names the file and the fix.
+
+    Nothing raises or leaks.
+    """
     path = write_credentials(home, content)
     ready, reason = jovian_status()
     assert ready is False and str(path) in reason and "jovian configure" in reason
@@ -144,7 +164,10 @@ def test_credentials_that_are_json_but_not_an_object(home, content, capsys):
 
 @pytest.mark.parametrize("key", [12345, [API_KEY], {"key": API_KEY}, True])
 def test_api_key_that_is_not_text(home, key, capsys):
-    """An API_KEY that is a number, list, object or boolean: not ready with a reason, no exception, no leak."""
+    """An API_KEY that is a number, list, object or boolean: not ready, with a reason.
+
+    No exception, no leak.
+    """
     write_credentials(home, {"API_KEY": key, "API_URL": "http://127.0.0.1:9/"})
     ready, reason = jovian_status()
     assert ready is False and "not text" in reason
@@ -161,18 +184,24 @@ def test_credentials_file_of_binary_garbage(home):
 
 @pytest.mark.parametrize(("value", "ready_word"), [("off", "switched off"), ("maybe", "not valid")])
 def test_cxr_jovian_values_are_checked(home, monkeypatch, value, ready_word):
-    """CXR_JOVIAN=off switches Jovian off like 0; a value that means nothing is named as invalid (never silently on)."""
+    """CXR_JOVIAN=off switches Jovian off like 0.
+
+    A value that means nothing is named as invalid (never silently on).
+    """
     write_credentials(home, {"API_KEY": API_KEY, "API_URL": "http://127.0.0.1:9/"})
     monkeypatch.setenv("CXR_JOVIAN", value)
     ready, reason = jovian_status()
     assert ready is False and ready_word in reason and "CXR_JOVIAN" in reason and value in reason
 
 
-# ----------------------------------------------------------------------------- servers that trickle or stall
+# -------------------------------------------------------------------- servers that trickle or stall
 
 
 def test_profile_check_that_trickles_is_bounded_by_the_deadline(home, capsys):
-    """A server that sends its answer a byte at a time (each read is quick) is given up on after timeout_s in all."""
+    """A server that sends its answer a byte at a time is given up on after timeout_s in all.
+
+    Each of its reads is quick.
+    """
     api = SlowJovianApi(trickle_s=0.1)
     try:
         write_credentials(home, {"API_KEY": API_KEY, "API_URL": api.url})
@@ -182,32 +211,53 @@ def test_profile_check_that_trickles_is_bounded_by_the_deadline(home, capsys):
     finally:
         api.close()
     assert ("GET", "/user/profile") in api.requests  # the server was really asked
-    assert result["logged"] is False and "did not answer" in result["reason"] and "within 1 s" in result["reason"]
+    assert (
+        result["logged"] is False
+        and "did not answer" in result["reason"]
+        and "within 1 s" in result["reason"]
+    )
     assert elapsed < 5  # the trickle alone would last over 3 minutes
     assert_no_secret(result, capsys.readouterr())
 
 
 def test_upload_that_stalls_is_bounded_by_the_deadline(home, monkeypatch, capsys):
-    """The profile check passes, then the real client's upload stalls (it has no timeout): not logged, within the deadline."""
+    """The profile check passes, then the real client's upload stalls (it has no timeout).
+
+    The result: not logged, within the deadline.
+    """
     from jovian.utils import credentials
 
-    monkeypatch.setattr(credentials, "CONFIG_DIR", str(home / ".jovian"))  # the client read HOME when it was imported
+    # the client read HOME when it was imported
+    monkeypatch.setattr(credentials, "CONFIG_DIR", str(home / ".jovian"))
     api = SlowJovianApi()
     try:
-        write_credentials(home, {"API_KEY": API_KEY, "API_URL": api.url, "WEBAPP_URL": api.url, "ORG_ID": "public"})
+        write_credentials(
+            home,
+            {"API_KEY": API_KEY, "API_URL": api.url, "WEBAPP_URL": api.url, "ORG_ID": "public"},
+        )
         start = time.perf_counter()
-        result = cxr.log_to_jovian(make_record(), project="cxr-test", commit=False, timeout_s=2.0, upload_timeout_s=1.5)
+        result = cxr.log_to_jovian(
+            make_record(), project="cxr-test", commit=False, timeout_s=2.0, upload_timeout_s=1.5
+        )
         elapsed = time.perf_counter() - start
     finally:
         api.close()
-    assert ("POST", "/data/record") in api.requests  # jovian.log_hyperparams really reached the server
-    assert result["logged"] is False and "within 1.5 s" in result["reason"] and "local record is intact" in result["reason"]
+    # jovian.log_hyperparams really reached the server
+    assert ("POST", "/data/record") in api.requests
+    assert (
+        result["logged"] is False
+        and "within 1.5 s" in result["reason"]
+        and "local record is intact" in result["reason"]
+    )
     assert elapsed < 6
     assert_no_secret(result, capsys.readouterr())
 
 
 def test_jovian_status_never_waits_longer_than_its_timeout(home, monkeypatch):
-    """Whatever the HTTP client does (here: it blocks for ever), jovian_status returns after about timeout_s."""
+    """Whatever the HTTP client does, jovian_status returns after about timeout_s.
+
+    Here the client blocks for ever.
+    """
     write_credentials(home, {"API_KEY": API_KEY, "API_URL": "http://127.0.0.1:9/"})
     block = threading.Event()
     import requests

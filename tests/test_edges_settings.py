@@ -1,4 +1,6 @@
-"""Edge cases of the settings (issue 11, class 1): every CXR_* value is range-checked where it is read.
+"""Edge cases of the settings (issue 11, class 1).
+
+Every CXR_* value is range-checked where it is read.
 
 Each bad value must fail at ``load_config`` with one line that names the variable, the value
 and what is allowed; the run dir is checked writable up front, without writing anything.
@@ -40,15 +42,25 @@ BAD_ENV = [
     ("CXR_PRETRAINED", "yes", "auto, 1, 0"),
     ("CXR_TRAIN_MODE", "linear", "finetune"),
     ("CXR_ARCH", "resnet152", "resnet18, resnet34, resnet50"),
+    ("CXR_PRECISION", "half", "auto, bf16, fp16, fp32"),
     ("CXR_POSITIVE_CLASS", "a/b", "one class folder"),
 ]
-PATH_VARIABLES = {"CXR_DATA_DIR", "CXR_WEIGHTS_FILE", "CXR_RUN_DIR"}  # checked in the tests further down
-OTHER_CHECKS = {"CXR_DEVICE"}  # checked against the machine by cxr_support.devices (tests/test_config.py)
+# checked in the tests further down
+PATH_VARIABLES = {"CXR_DATA_DIR", "CXR_WEIGHTS_FILE", "CXR_RUN_DIR"}
+# checked against the machine by cxr_support.devices (tests/test_config.py)
+OTHER_CHECKS = {"CXR_DEVICE"}
 
 
-@pytest.mark.parametrize(("var", "text", "allowed"), BAD_ENV, ids=[f"{v}={t}" for v, t, _ in BAD_ENV])
-def test_out_of_range_env_value_fails_in_one_line_naming_variable_value_and_range(var, text, allowed):
-    """A value that would fail much later (or never) fails at load_config, in one line with the variable, the value and the range."""
+@pytest.mark.parametrize(
+    ("var", "text", "allowed"), BAD_ENV, ids=[f"{v}={t}" for v, t, _ in BAD_ENV]
+)
+def test_out_of_range_env_value_fails_in_one_line_naming_variable_value_and_range(
+    var, text, allowed
+):
+    """A value that would fail much later (or never) fails at load_config.
+
+    It fails in one line with the variable, the value and the range.
+    """
     with pytest.raises(ValueError) as caught:
         load_config(environ={**QUICK, var: text})
     message = str(caught.value)
@@ -57,7 +69,10 @@ def test_out_of_range_env_value_fails_in_one_line_naming_variable_value_and_rang
 
 
 def test_every_variable_has_a_rejected_value_in_these_tests():
-    """No CXR_* setting is left without a range check: each one has a bad value above or a path test below."""
+    """No CXR_* setting is left without a range check.
+
+    Each one has a bad value above or a path test below.
+    """
     tested = {var for var, _, _ in BAD_ENV} | PATH_VARIABLES | OTHER_CHECKS
     assert {var for var, _ in _ENV.values()} <= tested
 
@@ -79,7 +94,10 @@ def test_every_variable_has_a_rejected_value_in_these_tests():
     ],
 )
 def test_out_of_range_notebook_parameter_fails_naming_variable_and_notebook(name, value, var):
-    """Notebook parameters get the same checks as the environment, and the message says a notebook set the value."""
+    """Notebook parameters get the same checks as the environment.
+
+    The message says a notebook set the value.
+    """
     with pytest.raises(ValueError) as caught:
         load_config(environ=QUICK, **{name: value})
     message = str(caught.value)
@@ -106,19 +124,27 @@ def test_values_at_the_edges_of_the_ranges_are_accepted(env, attribute, expected
 
 
 def test_numpy_and_int_notebook_parameters_are_normalised():
-    """A numpy integer or 1/0 from a notebook becomes a plain int or bool in the config (JSON-friendly records)."""
-    config = load_config(environ={}, quick=1, image_size=np.int64(96), max_lr=np.float32(0.5), seed=np.uint8(3))
+    """A numpy integer or 1/0 from a notebook becomes a plain int or bool in the config.
+
+    This keeps the records JSON-friendly.
+    """
+    config = load_config(
+        environ={}, quick=1, image_size=np.int64(96), max_lr=np.float32(0.5), seed=np.uint8(3)
+    )
     assert config.quick is True
     assert type(config.image_size) is int and config.image_size == 96
     assert type(config.max_lr) is float and config.max_lr == 0.5
     assert type(config.seed) is int and config.seed == 3
 
 
-# ----------------------------------------------------------------------------- paths and the run dir
+# ---------------------------------------------------------------------------- paths and the run dir
 
 
 def test_run_dir_that_is_a_file_fails_up_front(tmp_path):
-    """CXR_RUN_DIR pointing at an existing file fails at load_config, naming the variable, the path and the problem."""
+    """CXR_RUN_DIR pointing at an existing file fails at load_config.
+
+    The message names the variable, the path and the problem.
+    """
     target = tmp_path / "runs"
     target.write_text("not a folder")
     with pytest.raises(ValueError, match="CXR_RUN_DIR") as caught:
@@ -137,7 +163,10 @@ def test_run_dir_below_a_file_cannot_be_created(tmp_path):
 
 
 def test_run_dir_that_cannot_be_written_fails_up_front(tmp_path, monkeypatch):
-    """When the write probe fails (read-only disk, no permission), load_config says the run dir is not writable."""
+    """When the write probe fails, load_config says the run dir is not writable.
+
+    The probe fails on a read-only disk or without permission.
+    """
     run_dir = tmp_path / "runs"
     run_dir.mkdir()
 
@@ -147,10 +176,16 @@ def test_run_dir_that_cannot_be_written_fails_up_front(tmp_path, monkeypatch):
     monkeypatch.setattr(config_module.tempfile, "TemporaryFile", refuse)
     with pytest.raises(ValueError, match="not writable") as caught:
         load_config(environ={**QUICK, "CXR_RUN_DIR": str(run_dir)})
-    assert "CXR_RUN_DIR" in str(caught.value) and str(run_dir) in str(caught.value) and "Permission denied" in str(caught.value)
+    assert (
+        "CXR_RUN_DIR" in str(caught.value)
+        and str(run_dir) in str(caught.value)
+        and "Permission denied" in str(caught.value)
+    )
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions that bind (not root)")
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions that bind (not root)"
+)
 def test_read_only_run_dir_fails_up_front(tmp_path):
     """A real read-only folder (mode 0o500) is reported as not writable."""
     run_dir = tmp_path / "runs"
@@ -178,7 +213,10 @@ def test_relative_path_parameter_is_taken_from_the_project_folder():
 
 
 def test_data_dir_that_is_a_file_fails(tmp_path):
-    """CXR_DATA_DIR pointing at a file (a zip, say) fails at once, naming the variable and the path."""
+    """CXR_DATA_DIR pointing at a file (a zip, say) fails at once.
+
+    The message names the variable and the path.
+    """
     archive = tmp_path / "chest-xray-pneumonia.zip"
     archive.write_bytes(b"PK")
     with pytest.raises(ValueError, match="CXR_DATA_DIR") as caught:
@@ -187,7 +225,10 @@ def test_data_dir_that_is_a_file_fails(tmp_path):
 
 
 def test_weights_file_that_is_a_folder_fails(tmp_path):
-    """CXR_WEIGHTS_FILE pointing at a folder fails at once, naming the variable and the file it expects."""
+    """CXR_WEIGHTS_FILE pointing at a folder fails at once.
+
+    The message names the variable and the file it expects.
+    """
     with pytest.raises(ValueError, match="CXR_WEIGHTS_FILE") as caught:
         load_config(environ={**QUICK, "CXR_WEIGHTS_FILE": str(tmp_path)})
     assert "resnet50" in str(caught.value) and "not a folder" in str(caught.value)

@@ -29,7 +29,8 @@ def _two_halves(mode: str, left, right, size=(64, 48)) -> Image.Image:
 
 
 def _make_rgba(path: Path) -> Path:
-    image = _two_halves("RGBA", (200, 100, 50, 255), (255, 255, 255, 0))  # right half fully transparent
+    # right half fully transparent
+    image = _two_halves("RGBA", (200, 100, 50, 255), (255, 255, 255, 0))
     image.save(path)
     return path
 
@@ -61,7 +62,8 @@ def _make_rgb(path: Path) -> Path:
     return path
 
 
-# name, writer, file mode as stored, expected gray value of the left and the right half (+-3 for JPEG)
+# name, writer, file mode as stored, expected gray value of the left and the right half
+# (+-3 for JPEG)
 ODD_IMAGES = [
     ("rgba.png", _make_rgba, "RGBA", 124, 0),  # transparent areas composite onto black
     ("cmyk.jpeg", _make_cmyk, "CMYK", 127, 255),
@@ -71,9 +73,14 @@ ODD_IMAGES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "writer", "mode", "left", "right"), ODD_IMAGES, ids=[row[0] for row in ODD_IMAGES])
+@pytest.mark.parametrize(
+    ("name", "writer", "mode", "left", "right"), ODD_IMAGES, ids=[row[0] for row in ODD_IMAGES]
+)
 def test_read_xray_converts_any_mode_to_8bit_gray(tmp_path, name, writer, mode, left, right):
-    """RGBA, CMYK, 16-bit, palette and RGB files all read as 8-bit 'L' with the right gray values."""
+    """RGBA, CMYK, 16-bit, palette and RGB files all read as 8-bit 'L'.
+
+    Each has the right gray values.
+    """
     path = writer(tmp_path / name)
     with Image.open(path) as stored:
         assert stored.mode == mode  # the file really is in the odd mode
@@ -84,7 +91,9 @@ def test_read_xray_converts_any_mode_to_8bit_gray(tmp_path, name, writer, mode, 
     assert abs(pixels[24, 56] - right) <= 3
 
 
-@pytest.mark.parametrize(("name", "writer", "mode", "left", "right"), ODD_IMAGES, ids=[row[0] for row in ODD_IMAGES])
+@pytest.mark.parametrize(
+    ("name", "writer", "mode", "left", "right"), ODD_IMAGES, ids=[row[0] for row in ODD_IMAGES]
+)
 def test_decode_resized_gives_uint8_square(tmp_path, name, writer, mode, left, right):
     """decode_resized returns a (size x size) uint8 array plus the original size and mode."""
     path = writer(tmp_path / name)

@@ -173,17 +173,29 @@ def test_docstrings_name_the_defining_notebook_and_section():
 
 
 def test_the_module_stays_small_and_imports_support_one_way():
-    """cxr_utils.py has at most 700 lines of code (not counting blanks and comments); cxr_support never imports it;
-    no source file is longer than 700 lines."""
-    code = [line for line in MODULE_SOURCE.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    assert len(code) <= 700, f"cxr_utils.py has {len(code)} lines of code, over 700: shorten the #@save cells"
+    """cxr_utils.py has at most 700 lines of code (not counting blanks and comments).
+
+    cxr_support never imports it; no source file is longer than 700 lines.
+    """
+    code = [
+        line
+        for line in MODULE_SOURCE.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert len(code) <= 700, (
+        f"cxr_utils.py has {len(code)} lines of code, over 700: shorten the #@save cells"
+    )
     for path in (ROOT / "cxr_support").glob("*.py"):
         nodes = list(ast.walk(ast.parse(path.read_text())))
         imported = {a.name for node in nodes if isinstance(node, ast.Import) for a in node.names}
         imported |= {node.module for node in nodes if isinstance(node, ast.ImportFrom)}
         assert "cxr_utils" not in imported, f"cxr_support/{path.name} imports the lessons"
     skipped = {".venv", "runs", "build"}
-    sources = [p for p in ROOT.rglob("*.py") if not skipped & set(p.relative_to(ROOT).parts) and p.name != "cxr_utils.py"]
+    sources = [
+        p
+        for p in ROOT.rglob("*.py")
+        if not skipped & set(p.relative_to(ROOT).parts) and p.name != "cxr_utils.py"
+    ]
     assert {p.name: n for p in sources if (n := len(p.read_text().splitlines())) > 700} == {}
 
 
@@ -193,12 +205,15 @@ def test_every_skill_promised_points_at_its_code(path):
 
     A taught helper is defined in a #@save cell of that notebook; any other name (a library call,
     a support function) appears in one of its code cells or in a fenced code block of its prose
-    (outside the exercises), so a learner sees it used; a name only mentioned in prose does not count.
+    (outside the exercises), so a learner sees it used; a name only mentioned in prose does not
+    count.
     Every line of the list names at least one thing in backticks.
     """
     notebook = nbformat.read(path, as_version=4)
     markdown = markdown_of(path)
-    goals = markdown.split("**After this notebook you will be able to**", 1)[1].split("**You need**", 1)[0]
+    goals = markdown.split("**After this notebook you will be able to**", 1)[1].split(
+        "**You need**", 1
+    )[0]
     items = [line for line in goals.splitlines() if line.startswith("- ")]
     assert len(items) >= 2, f"{path.name}: the goals list is empty or missing"
     taught_here = {name for cell in TAUGHT[path.name] for name in cell}
@@ -213,4 +228,6 @@ def test_every_skill_promised_points_at_its_code(path):
             if name in MODULE:
                 assert name in taught_here, f"{path.name} promises `{name}`; no #@save cell has it"
             else:
-                assert name in shown_names, f"{path.name} promises `{name}`, which no code in the lesson shows"
+                assert name in shown_names, (
+                    f"{path.name} promises `{name}`, which no code in the lesson shows"
+                )

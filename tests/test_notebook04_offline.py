@@ -14,20 +14,41 @@ def fake_record(run_id: str) -> dict:
         "dataset": {"synthetic": True, "root": "synthetic"},
         "model": {"pretrained": False, "train_mode": "finetune", "weights": "random init"},
         "config": {"image_size": 64},
-        "hyperparams": {"arch": "resnet50", "epochs": 2, "max_lr": 1e-3, "scheduler": "one-cycle", "weight_decay": 1e-4, "grad_clip": 0.1, "opt": "Adam"},
+        "hyperparams": {
+            "arch": "resnet50",
+            "epochs": 2,
+            "max_lr": 1e-3,
+            "scheduler": "one-cycle",
+            "weight_decay": 1e-4,
+            "grad_clip": 0.1,
+            "opt": "Adam",
+        },
         "history": [
             {"epoch": 0, "train_loss": 0.7, "val_loss": 0.6, "val_acc": 0.7},
             {"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "val_acc": 0.8},
         ],
-        "test": {"chosen_threshold": {"accuracy": 0.8, "sensitivity": 0.9, "specificity": 0.6, "roc_auc": 0.85, "threshold": 0.4}},
+        "test": {
+            "chosen_threshold": {
+                "accuracy": 0.8,
+                "sensitivity": 0.9,
+                "specificity": 0.6,
+                "roc_auc": 0.85,
+                "threshold": 0.4,
+            }
+        },
     }
 
 
 def test_notebook_04_with_unreachable_jovian(tmp_path, monkeypatch):
-    """Credentials present, service down: the notebook finishes quickly, says why, keeps the record, never shows the key."""
+    """Credentials present, service down: the notebook finishes quickly and says why.
+
+    It keeps the record and never shows the key.
+    """
     home, run_dir = tmp_path / "home", tmp_path / "runs"
     (home / ".jovian").mkdir(parents=True)
-    (home / ".jovian" / "credentials.json").write_text(json.dumps({"API_KEY": API_KEY, "API_URL": "http://127.0.0.1:9/"}))
+    (home / ".jovian" / "credentials.json").write_text(
+        json.dumps({"API_KEY": API_KEY, "API_URL": "http://127.0.0.1:9/"})
+    )
     (run_dir / "records").mkdir(parents=True)
     record_file = run_dir / "records" / "20260101-000000-abcd.json"
     record_file.write_text(json.dumps(fake_record("20260101-000000-abcd")))

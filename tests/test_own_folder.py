@@ -1,4 +1,7 @@
-"""A binary X-ray folder of your own: patient ids per class, class names from the folders, notebook 01 end to end."""
+"""A binary X-ray folder of your own.
+
+Patient ids per class, class names from the folders, notebook 01 end to end.
+"""
 
 from __future__ import annotations
 
@@ -13,49 +16,74 @@ from cxr_support.dataset import DataError, find_class_names, list_split
 from cxr_support.pixel_cache import load_pixels
 
 
-def numbered_layout(classes: tuple[str, str], n_train: tuple[int, int] = (12, 24)) -> dict[str, dict[str, list[str]]]:
-    """A Kaggle layout whose classes both number their files from img_001: the same names on both sides."""
+def numbered_layout(
+    classes: tuple[str, str], n_train: tuple[int, int] = (12, 24)
+) -> dict[str, dict[str, list[str]]]:
+    """A Kaggle layout whose classes both number their files from img_001.
+
+    So the same names are on both sides.
+    """
     names = {"train": n_train, "val": (2, 2), "test": (5, 8)}
-    return {split: {c: [f"img_{i:03d}.jpeg" for i in range(1, n + 1)] for c, n in zip(classes, counts)} for split, counts in names.items()}
+    return {
+        split: {c: [f"img_{i:03d}.jpeg" for i in range(1, n + 1)] for c, n in zip(classes, counts)}
+        for split, counts in names.items()
+    }
 
 
 # ----------------------------------------------------------------------------- patient ids
 
 
 def test_a_name_without_a_patient_pattern_is_its_own_patient_within_its_class():
-    """NORMAL/img_001 and PNEUMONIA/img_001 are two patients; so are img_001.jpeg and img_001.png of one class."""
+    """NORMAL/img_001 and PNEUMONIA/img_001 are two patients.
+
+    So are img_001.jpeg and img_001.png of one class.
+    """
     assert cxr.patient_id("data/train/NORMAL/img_001.jpeg") == "NORMAL/img_001.jpeg"
-    assert cxr.patient_id("data/train/NORMAL/img_001.jpeg") != cxr.patient_id("data/train/PNEUMONIA/img_001.jpeg")
+    assert cxr.patient_id("data/train/NORMAL/img_001.jpeg") != cxr.patient_id(
+        "data/train/PNEUMONIA/img_001.jpeg"
+    )
     assert cxr.patient_id("NORMAL/img_001.jpeg") != cxr.patient_id("NORMAL/img_001.png")
 
 
 def test_a_kaggle_name_names_its_patient_in_whichever_class_folder():
     """The name says who the patient is, so the id does not depend on the folder."""
-    assert cxr.patient_id("train/NORMAL/IM-0011-0001.jpeg") == cxr.patient_id("train/PNEUMONIA/IM-0011-0001-0002.jpeg") == "IM-0011"
+    assert (
+        cxr.patient_id("train/NORMAL/IM-0011-0001.jpeg")
+        == cxr.patient_id("train/PNEUMONIA/IM-0011-0001-0002.jpeg")
+        == "IM-0011"
+    )
 
 
 def test_patient_split_of_shared_names_keeps_both_classes_and_leaks_nothing(tmp_path):
-    """With img_001... in both classes, the split is stratified and no patient is on both sides (it used to report a leak)."""
+    """With img_001... in both classes, the split is stratified and no patient is on both sides.
+
+    It used to report a leak.
+    """
     root = make_tree(tmp_path / "own", numbered_layout(("NORMAL", "PNEUMONIA"), (30, 60)))
     samples, _ = list_split(root, "train")
     train_idx, val_idx = cxr.patient_split(samples, val_fraction=0.2, seed=1)
     assert cxr.patients_on_both_sides(samples, train_idx, val_idx) == 0
     assert sorted(train_idx + val_idx) == list(range(len(samples)))
     val_labels = [samples[i][1] for i in val_idx]
-    assert val_labels.count(0) == 6 and val_labels.count(1) == 12  # 20 % of each class: one film per patient
+    # 20 % of each class: one film per patient
+    assert val_labels.count(0) == 6 and val_labels.count(1) == 12
 
 
 def test_a_patient_with_films_in_both_classes_goes_to_one_side_whole():
-    """When the names tie films of two classes to one patient, all of that patient's films land on the same side."""
+    """When the names tie films of two classes to one patient, its films stay together.
+
+    All of that patient's films land on the same side.
+    """
     samples = [(Path(f"train/NORMAL/IM-{p:04d}-0001.jpeg"), 0) for p in range(1, 21)]
-    samples += [(Path(f"train/PNEUMONIA/IM-{p:04d}-0001-0002.jpeg"), 1) for p in range(1, 11)]  # patients 1-10 in both
+    # patients 1-10 in both
+    samples += [(Path(f"train/PNEUMONIA/IM-{p:04d}-0001-0002.jpeg"), 1) for p in range(1, 11)]
     for seed in range(10):
         train_idx, val_idx = cxr.patient_split(samples, val_fraction=0.3, seed=seed)
         assert cxr.patients_on_both_sides(samples, train_idx, val_idx) == 0
         assert val_idx  # something was held out
 
 
-# ----------------------------------------------------------------------------- class names from the folders
+# --------------------------------------------------------------------- class names from the folders
 
 
 def test_class_names_default_to_kaggle_order(tmp_path):
@@ -64,7 +92,10 @@ def test_class_names_default_to_kaggle_order(tmp_path):
 
 
 def test_class_names_come_from_the_folders_with_the_positive_class_last(tmp_path):
-    """Another binary folder works: the class named by CXR_POSITIVE_CLASS is label 1, whatever the alphabet says."""
+    """Another binary folder works: the class named by CXR_POSITIVE_CLASS is label 1.
+
+    This holds whatever the alphabet says.
+    """
     root = make_tree(tmp_path / "own", numbered_layout(("COVID", "HEALTHY")))
     (root / "train" / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
     assert find_class_names(root, "COVID") == ("HEALTHY", "COVID")
@@ -72,15 +103,24 @@ def test_class_names_come_from_the_folders_with_the_positive_class_last(tmp_path
 
 
 def test_the_positive_class_matches_a_folder_whatever_its_case(tmp_path):
-    """Lower-case folders (normal/, pneumonia/) work with the default CXR_POSITIVE_CLASS=PNEUMONIA; the folder's own spelling is kept."""
+    """Lower-case folders (normal/, pneumonia/) work with the default CXR_POSITIVE_CLASS=PNEUMONIA.
+
+    The folder's own spelling is kept.
+    """
     root = make_tree(tmp_path / "own", numbered_layout(("normal", "pneumonia")))
     assert find_class_names(root) == ("normal", "pneumonia")
 
 
 def test_a_positive_class_that_is_not_a_folder_names_the_folders_and_the_fix(tmp_path):
-    """The default PNEUMONIA on a COVID/HEALTHY folder fails in one line that lists the folders and names CXR_POSITIVE_CLASS."""
+    """The default PNEUMONIA on a COVID/HEALTHY folder fails in one line.
+
+    The line lists the folders and names CXR_POSITIVE_CLASS.
+    """
     root = make_tree(tmp_path / "own", numbered_layout(("COVID", "HEALTHY")))
-    with pytest.raises(DataError, match=r"CXR_POSITIVE_CLASS=PNEUMONIA is not a class folder .*found COVID, HEALTHY"):
+    with pytest.raises(
+        DataError,
+        match=r"CXR_POSITIVE_CLASS=PNEUMONIA is not a class folder .*found COVID, HEALTHY",
+    ):
         find_class_names(root)
 
 
@@ -93,34 +133,63 @@ def test_train_must_hold_exactly_two_class_folders(tmp_path):
 
 
 def test_prepare_data_labels_follow_the_positive_class(tmp_path):
-    """Each image's label is its folder's place in ``class_names``: swapping the positive class swaps every label."""
+    """Each image's label is its folder's place in ``class_names``.
+
+    Swapping the positive class swaps every label.
+    """
     root = make_tree(tmp_path / "own", numbered_layout(("COVID", "HEALTHY")))
     before = snapshot(root)
     run_dir = tmp_path / "runs"
-    first = cxr.prepare_data(root, run_dir, 32, seed=0, class_names=("HEALTHY", "COVID"), progress=False)
-    swapped = cxr.prepare_data(root, run_dir, 32, seed=0, class_names=("COVID", "HEALTHY"), progress=False)
+    first = cxr.prepare_data(
+        root, run_dir, 32, seed=0, class_names=("HEALTHY", "COVID"), progress=False
+    )
+    swapped = cxr.prepare_data(
+        root, run_dir, 32, seed=0, class_names=("COVID", "HEALTHY"), progress=False
+    )
     assert first["train"].class_names == ("HEALTHY", "COVID")
-    totals = {c: first["train"].class_counts()[c] + first["val"].class_counts()[c] for c in ("HEALTHY", "COVID")}
+    totals = {
+        c: first["train"].class_counts()[c] + first["val"].class_counts()[c]
+        for c in ("HEALTHY", "COVID")
+    }
     assert totals == {"HEALTHY": 24, "COVID": 12}
     for name in ("train", "val", "test"):
-        assert [p.parent.name for p in first[name].paths] == [first[name].class_names[k] for k in first[name].labels.tolist()]
-        assert [p.parent.name for p in swapped[name].paths] == [swapped[name].class_names[k] for k in swapped[name].labels.tolist()]
+        assert [p.parent.name for p in first[name].paths] == [
+            first[name].class_names[k] for k in first[name].labels.tolist()
+        ]
+        assert [p.parent.name for p in swapped[name].paths] == [
+            swapped[name].class_names[k] for k in swapped[name].labels.tolist()
+        ]
     assert snapshot(root) == before  # nothing written next to the user's data
 
 
 def test_cached_pixels_take_their_labels_from_the_caller(tmp_path, decode_calls):
-    """The pixel cache is keyed by the files, not the labels: a warm cache still gives the labels of this call's folders."""
+    """The pixel cache is keyed by the files, not the labels.
+
+    A warm cache still gives the labels of this call's folders.
+    """
     root = make_tree(tmp_path / "own", numbered_layout(("COVID", "HEALTHY")))
     samples, _ = list_split(root, "test", ("HEALTHY", "COVID"))
     first = load_pixels("test", samples, 32, tmp_path / "cache", progress=False)
-    flipped = load_pixels("test", [(path, 1 - label) for path, label in samples], 32, tmp_path / "cache", progress=False,
-                          class_names=("COVID", "HEALTHY"))
+    flipped = load_pixels(
+        "test",
+        [(path, 1 - label) for path, label in samples],
+        32,
+        tmp_path / "cache",
+        progress=False,
+        class_names=("COVID", "HEALTHY"),
+    )
     assert len(decode_calls) == 1  # the second call read the cache
-    assert torch.equal(flipped.labels, 1 - first.labels) and flipped.class_names == ("COVID", "HEALTHY")
+    assert (
+        torch.equal(flipped.labels, 1 - first.labels)
+        and flipped.class_names == ("COVID", "HEALTHY")
+    )
 
 
 def test_kaggle_val_folder_is_optional(tmp_path):
-    """A folder with only train/ and test/ works: Kaggle's val/ is not used, so its absence gives an empty split."""
+    """A folder with only train/ and test/ works.
+
+    Kaggle's val/ is not used, so its absence gives an empty split.
+    """
     layout = numbered_layout(("NORMAL", "PNEUMONIA"))
     del layout["val"]
     root = make_tree(tmp_path / "own", layout)
@@ -129,7 +198,10 @@ def test_kaggle_val_folder_is_optional(tmp_path):
 
 
 def test_quick_mode_caps_validation_in_proportion_to_training(tmp_path):
-    """max_images caps training and test; validation keeps its share of train/ (it used to get as many images as training)."""
+    """max_images caps training and test; validation keeps its share of train/.
+
+    It used to get as many images as training.
+    """
     root = make_tree(tmp_path / "own", numbered_layout(("NORMAL", "PNEUMONIA"), (40, 80)))
     splits = cxr.prepare_data(root, tmp_path / "runs", 32, seed=0, max_images=30, progress=False)
     full = cxr.prepare_data(root, tmp_path / "runs", 32, seed=0, progress=False)
@@ -138,7 +210,7 @@ def test_quick_mode_caps_validation_in_proportion_to_training(tmp_path):
     assert len(splits["val"]) == expected_val < 30
 
 
-# ----------------------------------------------------------------------------- notebook 01 on your own folder
+# ------------------------------------------------------------------- notebook 01 on your own folder
 
 
 @pytest.mark.parametrize(
@@ -146,8 +218,13 @@ def test_quick_mode_caps_validation_in_proportion_to_training(tmp_path):
     [(("NORMAL", "PNEUMONIA"), None), (("COVID", "HEALTHY"), "COVID")],
     ids=["kaggle-classes-shared-names", "other-classes"],
 )
-def test_notebook_01_runs_on_a_folder_whose_classes_share_file_names(tmp_path, monkeypatch, classes, positive):
-    """Notebook 01 runs clean on a Kaggle-layout folder numbered img_001... in both classes, with the folders' class names."""
+def test_notebook_01_runs_on_a_folder_whose_classes_share_file_names(
+    tmp_path, monkeypatch, classes, positive
+):
+    """Notebook 01 runs clean on a Kaggle-layout folder numbered img_001... in both classes.
+
+    It uses the folders' class names.
+    """
     root = make_tree(tmp_path / "own" / "chest_xray", numbered_layout(classes, (20, 40)))
     monkeypatch.setenv("CXR_DATA_DIR", str(root))
     monkeypatch.setenv("CXR_RUN_DIR", str(tmp_path / "runs"))

@@ -37,8 +37,9 @@ EXPECTED_HYPERPARAMS = {
     "grad_clip": 0.1,
     "opt": "Adam",
 }
-# Training metrics are those of make_record()'s best epoch (lowest val_loss: epoch 1 of 0-2), whose weights
-# fit() keeps; the last epoch (train_loss 0.5, val_loss 0.6, val_acc 0.7) differs in all three.
+# Training metrics are those of make_record()'s best epoch (lowest val_loss: epoch 1 of 0-2),
+# whose weights fit() keeps; the last epoch (train_loss 0.5, val_loss 0.6, val_acc 0.7) differs
+# in all three.
 EXPECTED_METRICS = {
     "train_loss": 0.7,
     "val_loss": 0.55,
@@ -50,7 +51,7 @@ EXPECTED_METRICS = {
     "threshold": 0.42,
 }
 
-# ----------------------------------------------------------------------------- shared fixtures and helpers
+# ---------------------------------------------------------------------- shared fixtures and helpers
 
 @pytest.fixture(scope="module", autouse=True)
 def only_localhost():
@@ -70,7 +71,9 @@ def only_localhost():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(socket.socket, "connect", connect)
         mp.setattr(socket, "getaddrinfo", getaddrinfo)
-        for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        for var in (
+            "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"
+        ):
             mp.delenv(var, raising=False)
         mp.setenv("NO_PROXY", "127.0.0.1,localhost")
         yield
@@ -78,7 +81,10 @@ def only_localhost():
 
 @pytest.fixture(scope="module")
 def jovian(only_localhost):
-    """The jovian package, imported with the network guard on (its import-time update check cannot go out)."""
+    """The jovian package, imported with the network guard on.
+
+    Its import-time update check cannot go out.
+    """
     import jovian
 
     return jovian
@@ -107,7 +113,10 @@ def write_credentials(home: Path, api_url: str, api_key: str | None = API_KEY) -
 
 
 class FakeJovianApi:
-    """An HTTP server on 127.0.0.1 answering GET /user/profile: ``status`` for the right key, 401 otherwise."""
+    """An HTTP server on 127.0.0.1 answering GET /user/profile.
+
+    It answers ``status`` for the right key, 401 otherwise.
+    """
 
     def __init__(self, status: int = 200):
         self.status = status
@@ -120,7 +129,9 @@ class FakeJovianApi:
                 api.requests.append((self.path, auth))
                 ok = self.path == "/user/profile" and auth == f"Bearer {API_KEY}"
                 code = api.status if ok else 401
-                body = json.dumps({"data": {"username": "tester"}} if code == 200 else {"message": "unauthorized"}).encode()
+                body = json.dumps(
+                    {"data": {"username": "tester"}} if code == 200 else {"message": "unauthorized"}
+                ).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -132,7 +143,9 @@ class FakeJovianApi:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def close(self):
@@ -159,10 +172,15 @@ def closed_port_url() -> str:
 
 @pytest.fixture
 def jovian_calls(jovian, monkeypatch) -> list[tuple[str, tuple, dict]]:
-    """Replace jovian.log_hyperparams/log_metrics/commit by recorders; the list gets (name, args, kwargs)."""
+    """Replace jovian.log_hyperparams/log_metrics/commit by recorders.
+
+    The list gets (name, args, kwargs).
+    """
     calls: list[tuple[str, tuple, dict]] = []
     for name in ("log_hyperparams", "log_metrics", "commit"):
-        monkeypatch.setattr(jovian, name, lambda *args, _name=name, **kwargs: calls.append((_name, args, kwargs)))
+        monkeypatch.setattr(
+            jovian, name, lambda *args, _name=name, **kwargs: calls.append((_name, args, kwargs))
+        )
     return calls
 
 
@@ -170,7 +188,11 @@ def jovian_calls(jovian, monkeypatch) -> list[tuple[str, tuple, dict]]:
 def forbid_jovian_calls(jovian, monkeypatch):
     """Make any call to jovian's upload functions fail the test."""
     for name in ("log_hyperparams", "log_metrics", "commit"):
-        monkeypatch.setattr(jovian, name, lambda *args, _name=name, **kwargs: pytest.fail(f"jovian.{_name} was called"))
+        monkeypatch.setattr(
+            jovian,
+            name,
+            lambda *args, _name=name, **kwargs: pytest.fail(f"jovian.{_name} was called"),
+        )
 
 
 def make_record(run_id: str = "20250101-120000-abcd", synthetic: bool = True) -> dict:
@@ -180,7 +202,9 @@ def make_record(run_id: str = "20250101-120000-abcd", synthetic: bool = True) ->
         "created": "2025-01-01T12:00:00+00:00",
         "config": {"image_size": 64, "run_dir": "/somewhere"},
         "dataset": {"synthetic": synthetic},
-        "model": {"arch": "resnet50", "pretrained": False, "train_mode": "finetune", "pos_weight": 0.5},
+        "model": {
+            "arch": "resnet50", "pretrained": False, "train_mode": "finetune", "pos_weight": 0.5
+        },
         "hyperparams": {
             "arch": "resnet50",
             "weights": "random-init",
@@ -199,7 +223,13 @@ def make_record(run_id: str = "20250101-120000-abcd", synthetic: bool = True) ->
             {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_acc": 0.7},
         ],
         "test": {
-            "chosen_threshold": {"accuracy": 0.8, "sensitivity": 0.9, "specificity": 0.6, "roc_auc": 0.85, "threshold": 0.42}
+            "chosen_threshold": {
+                "accuracy": 0.8,
+                "sensitivity": 0.9,
+                "specificity": 0.6,
+                "roc_auc": 0.85,
+                "threshold": 0.42,
+            }
         },
     }
 
@@ -211,8 +241,12 @@ def assert_no_secret(*texts: object) -> None:
 
 
 def files_containing_secret(root: Path, skip: Path) -> list[Path]:
-    """Every file under root (except ``skip``, the credentials file) whose bytes contain the API key."""
-    return [p for p in root.rglob("*") if p.is_file() and p != skip and API_KEY.encode() in p.read_bytes()]
+    """Every file under root (but ``skip``, the credentials file) whose bytes hold the API key."""
+    return [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p != skip and API_KEY.encode() in p.read_bytes()
+    ]
 
 
 # ----------------------------------------------------------------------------- jovian import
@@ -222,8 +256,12 @@ def files_containing_secret(root: Path, skip: Path) -> list[Path]:
 
 
 def test_create_record_and_read_record_round_trip(tmp_path):
-    """create_record writes records/<run_id>.json (no temp files left); read_record gives the record back."""
-    record = {**make_record(), "checkpoint": tmp_path / "checkpoints" / "x.pt"}  # a Path is stored as text
+    """create_record writes records/<run_id>.json (no temp files left).
+
+    read_record gives the record back.
+    """
+    # a Path is stored as text
+    record = {**make_record(), "checkpoint": tmp_path / "checkpoints" / "x.pt"}
     path = create_record(tmp_path, record)
     assert path == tmp_path / "records" / "20250101-120000-abcd.json"
     assert os.listdir(path.parent) == [path.name]
@@ -232,7 +270,10 @@ def test_create_record_and_read_record_round_trip(tmp_path):
 
 
 def test_create_record_never_overwrites(tmp_path):
-    """A second create_record with the same run_id raises FileExistsError and leaves the first record intact."""
+    """A second create_record with the same run_id raises FileExistsError.
+
+    It leaves the first record intact.
+    """
     path = create_record(tmp_path, make_record())
     before = path.read_bytes()
     with pytest.raises(FileExistsError, match="never replaces an existing one"):
@@ -242,10 +283,12 @@ def test_create_record_never_overwrites(tmp_path):
 
 
 def test_update_record_adds_sections(tmp_path):
-    """update_record adds or replaces top-level sections and keeps the others; no temp files remain."""
+    """update_record adds or replaces top-level sections, keeps the others; no temp files remain."""
     path = create_record(tmp_path, make_record())
     updated = update_record(
-        path, test={"naive_0.5": {"accuracy": 0.5}}, threshold={"value": 0.3, "chosen_on": "validation split"}
+        path,
+        test={"naive_0.5": {"accuracy": 0.5}},
+        threshold={"value": 0.3, "chosen_on": "validation split"},
     )
     expected = {
         **make_record(),
@@ -258,7 +301,10 @@ def test_update_record_adds_sections(tmp_path):
 
 
 def test_update_record_failure_leaves_record_intact(tmp_path, monkeypatch):
-    """If update_record's write fails at the final rename, the old record is untouched and no temp file remains."""
+    """If update_record's write fails at the final rename, the old record is untouched.
+
+    No temp file remains.
+    """
     path = create_record(tmp_path, make_record())
     before = path.read_bytes()
 
@@ -274,7 +320,10 @@ def test_update_record_failure_leaves_record_intact(tmp_path, monkeypatch):
 
 
 def test_list_records_skips_unreadable_json_with_warning(tmp_path):
-    """list_records returns the readable records in run-id order and warns about a broken file, naming it."""
+    """list_records returns the readable records in run-id order.
+
+    It warns about a broken file, naming it.
+    """
     create_record(tmp_path, make_record("20250102-000000-0002"))
     create_record(tmp_path, make_record("20250101-000000-0001"))
     (tmp_path / "records" / "20250103-000000-broken.json").write_text('{"run_id": "half written')
@@ -284,7 +333,10 @@ def test_list_records_skips_unreadable_json_with_warning(tmp_path):
 
 
 def test_list_records_skips_non_utf8_file(tmp_path):
-    """A records/*.json file of binary garbage is skipped with a warning like any other unreadable record."""
+    """A records/*.json file of binary garbage is skipped with a warning.
+
+    Like any other unreadable record.
+    """
     create_record(tmp_path, make_record())
     (tmp_path / "records" / "garbage.json").write_bytes(b"\xff\xfe\x00\x81 not text")
     with pytest.warns(UserWarning, match="garbage.json"):
@@ -293,14 +345,28 @@ def test_list_records_skips_non_utf8_file(tmp_path):
 
 
 def test_compare_runs_rows(tmp_path):
-    """compare_runs gives one row per record: data, network, weights, mode, size, epochs, learning rate, class weight, best val loss, test metrics."""
+    """compare_runs gives one row per record.
+
+    Its columns: data, network, weights, mode, size, epochs, learning rate, class weight,
+    best val loss, test metrics.
+    """
     synthetic = make_record("run-a", synthetic=True)
     real = make_record("run-b", synthetic=False)
-    real["model"] = {"arch": "resnet18", "pretrained": True, "train_mode": "feature_extractor", "pos_weight": 0.35}
+    real["model"] = {
+        "arch": "resnet18", "pretrained": True,
+        "train_mode": "feature_extractor", "pos_weight": 0.35,
+    }
     real["hyperparams"]["max_lr"] = 1e-3
     real["config"]["image_size"] = 224
-    real["history"] = [{"epoch": 0, "val_loss": 0.4, "val_acc": 0.8}, {"epoch": 1, "val_loss": 0.45, "val_acc": 0.82}]
-    real["test"] = {"chosen_threshold": {"accuracy": 0.91, "sensitivity": 0.95, "specificity": 0.85, "roc_auc": 0.96}}
+    real["history"] = [
+        {"epoch": 0, "val_loss": 0.4, "val_acc": 0.8},
+        {"epoch": 1, "val_loss": 0.45, "val_acc": 0.82},
+    ]
+    real["test"] = {
+        "chosen_threshold": {
+            "accuracy": 0.91, "sensitivity": 0.95, "specificity": 0.85, "roc_auc": 0.96
+        }
+    }
     rows = compare_runs([synthetic, real])
     assert rows == [
         {
@@ -339,14 +405,17 @@ def test_compare_runs_rows(tmp_path):
 
 
 def test_compare_runs_record_without_history():
-    """A record with no history (not trained yet) shows 0 epochs and a NaN best validation loss."""
+    """A record with no history (not trained yet) shows 0 epochs and a NaN best val loss."""
     row = compare_runs([{"run_id": "untrained", "history": []}])[0]
     assert row["epochs"] == 0
     assert row["best_val_loss"] != row["best_val_loss"]  # NaN
 
 
 def test_new_run_id_unique_and_sortable(clock):
-    """new_run_id is YYYYMMDD-HHMMSS-ffffff-<12 hex>: later runs sort later (zero-padded), same-second runs differ."""
+    """new_run_id is YYYYMMDD-HHMMSS-ffffff-<12 hex>.
+
+    Later runs sort later (zero-padded); same-second runs differ.
+    """
     ids = []
     for moment in [
         (2024, 12, 31, 23, 59, 59),
@@ -360,7 +429,8 @@ def test_new_run_id_unique_and_sortable(clock):
     assert sorted(ids) == ids
     assert ids[0].startswith("20241231-235959-") and ids[2].startswith("20250101-090503-")
     assert all(re.fullmatch(records.RUN_ID_PATTERN, i) for i in ids), ids
-    same_second = [new_run_id() for _ in range(8)]  # the fake clock stands still: only the random part differs
+    # the fake clock stands still: only the random part differs
+    same_second = [new_run_id() for _ in range(8)]
     assert len(set(same_second)) == 8
 
 
@@ -377,7 +447,10 @@ def test_jovian_status_without_credentials(home):
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"API_URL": "http://127.0.0.1:9/"})])
 def test_jovian_status_unusable_credentials(home, content):
-    """An unreadable credentials file or one without API_KEY: not ready, reason says to run `jovian configure`."""
+    """An unreadable credentials file or one without API_KEY: not ready.
+
+    The reason says to run `jovian configure`.
+    """
     path = home / ".jovian" / "credentials.json"
     path.parent.mkdir()
     path.write_text(content)
@@ -387,15 +460,21 @@ def test_jovian_status_unusable_credentials(home, content):
 
 @pytest.mark.parametrize("best", [0, 1, 2])
 def test_jovian_payload_takes_training_metrics_from_lowest_val_loss_epoch(best):
-    """train_loss, val_loss and val_accuracy all come from the epoch with the lowest val_loss, wherever it is."""
+    """train_loss, val_loss and val_accuracy all come from the epoch with the lowest val_loss.
+
+    Wherever that epoch is.
+    """
     record = make_record()
     losses = [0.8, 0.7, 0.75]
     losses[best] = 0.3
     record["history"] = [
-        {"epoch": i, "train_loss": 1.0 - 0.1 * i, "val_loss": loss, "val_acc": 0.5 + 0.1 * i} for i, loss in enumerate(losses)
+        {"epoch": i, "train_loss": 1.0 - 0.1 * i, "val_loss": loss, "val_acc": 0.5 + 0.1 * i}
+        for i, loss in enumerate(losses)
     ]
     metrics = cxr.jovian_payload(record)["metrics"]
-    assert (metrics["train_loss"], metrics["val_loss"], metrics["val_accuracy"]) == (1.0 - 0.1 * best, 0.3, 0.5 + 0.1 * best)
+    assert (metrics["train_loss"], metrics["val_loss"], metrics["val_accuracy"]) == (
+        1.0 - 0.1 * best, 0.3, 0.5 + 0.1 * best
+    )
     assert {k: metrics[k] for k in ("test_accuracy", "test_roc_auc", "threshold")} == {
         "test_accuracy": 0.8,
         "test_roc_auc": 0.85,
@@ -404,18 +483,26 @@ def test_jovian_payload_takes_training_metrics_from_lowest_val_loss_epoch(best):
 
 
 def test_jovian_payload_skips_nan_val_loss_epoch_like_fit():
-    """A diverged first epoch (val_loss NaN) is not the best epoch: fit keeps epoch 1's weights, so the payload reports epoch 1."""
+    """A diverged first epoch (val_loss NaN) is not the best epoch.
+
+    fit keeps epoch 1's weights, so the payload reports epoch 1.
+    """
     record = make_record()
     record["history"] = [
         {"epoch": 0, "train_loss": float("nan"), "val_loss": float("nan"), "val_acc": 0.5},
         {"epoch": 1, "train_loss": 0.7, "val_loss": 0.55, "val_acc": 0.65},
     ]
     metrics = cxr.jovian_payload(record)["metrics"]
-    assert (metrics["train_loss"], metrics["val_loss"], metrics["val_accuracy"]) == (0.7, 0.55, 0.65)
+    assert (metrics["train_loss"], metrics["val_loss"], metrics["val_accuracy"]) == (
+        0.7, 0.55, 0.65
+    )
 
 
 def test_log_to_jovian_without_credentials_prints_payload(home, forbid_jovian_calls, capsys):
-    """Without credentials log_to_jovian prints what would have been logged, returns logged False, uploads nothing."""
+    """Without credentials log_to_jovian prints what would have been logged.
+
+    It returns logged False and uploads nothing.
+    """
     result = cxr.log_to_jovian(make_record(), project="cxr-test")
     out = capsys.readouterr().out
     assert result["logged"] is False and "jovian configure" in result["reason"]
@@ -425,7 +512,10 @@ def test_log_to_jovian_without_credentials_prints_payload(home, forbid_jovian_ca
 
 
 def test_jovian_ready_logs_expected_payload(home, fake_api, jovian_calls, capsys):
-    """With a valid key and a reachable API, status is ready and log_to_jovian uploads the blog post's payload."""
+    """With a valid key and a reachable API, status is ready.
+
+    log_to_jovian then uploads the blog post's payload.
+    """
     write_credentials(home, fake_api.url)
     ready, reason = jovian_status()
     assert ready is True, reason
@@ -450,7 +540,10 @@ def test_log_to_jovian_without_commit(home, fake_api, jovian_calls):
 
 
 def test_jovian_refused_key(home, fake_api, forbid_jovian_calls, capsys):
-    """An API answering 401 means not ready; the message says the key was refused; nothing is uploaded."""
+    """An API answering 401 means not ready; the message says the key was refused.
+
+    Nothing is uploaded.
+    """
     fake_api.status = 401
     write_credentials(home, fake_api.url)
     ready, reason = jovian_status()
@@ -462,7 +555,10 @@ def test_jovian_refused_key(home, fake_api, forbid_jovian_calls, capsys):
 
 
 def test_jovian_service_down(home, tmp_path, forbid_jovian_calls, capsys):
-    """A closed port: not ready quickly with a clear message, no traceback, and the local record file unchanged."""
+    """A closed port: not ready quickly, with a clear message and no traceback.
+
+    The local record file is unchanged.
+    """
     write_credentials(home, closed_port_url())
     record_path = create_record(tmp_path / "run", make_record())
     before = record_path.read_bytes()
@@ -470,7 +566,11 @@ def test_jovian_service_down(home, tmp_path, forbid_jovian_calls, capsys):
     result = cxr.log_to_jovian(read_record(record_path), project="cxr-test", timeout_s=2.0)
     assert time.perf_counter() - start < 10
     captured = capsys.readouterr()
-    assert result["logged"] is False and "did not answer" in result["reason"] and "nothing was uploaded" in result["reason"]
+    assert (
+        result["logged"] is False
+        and "did not answer" in result["reason"]
+        and "nothing was uploaded" in result["reason"]
+    )
     assert "would have been logged" in captured.out
     assert "Traceback" not in captured.out + captured.err
     assert record_path.read_bytes() == before
@@ -478,7 +578,10 @@ def test_jovian_service_down(home, tmp_path, forbid_jovian_calls, capsys):
 
 
 def test_jovian_service_that_never_answers_times_out(home, forbid_jovian_calls):
-    """A server that accepts the connection but never answers: not ready within about the given timeout."""
+    """A server that accepts the connection but never answers.
+
+    The status is not ready within about the given timeout.
+    """
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)
@@ -491,7 +594,10 @@ def test_jovian_service_that_never_answers_times_out(home, forbid_jovian_calls):
 
 
 def test_jovian_upload_failure_is_reported_not_raised(home, fake_api, jovian, monkeypatch, capsys):
-    """If a jovian call raises, log_to_jovian returns logged False and says the local record is intact."""
+    """If a jovian call raises, log_to_jovian returns logged False.
+
+    It says the local record is intact.
+    """
     write_credentials(home, fake_api.url)
     monkeypatch.setattr(jovian, "log_hyperparams", lambda *a, **k: None)
 
@@ -499,7 +605,9 @@ def test_jovian_upload_failure_is_reported_not_raised(home, fake_api, jovian, mo
         raise RuntimeError(f"HTTP 500 from server, request had Authorization: Bearer {API_KEY}")
 
     monkeypatch.setattr(jovian, "log_metrics", failing_log_metrics)
-    monkeypatch.setattr(jovian, "commit", lambda *a, **k: pytest.fail("commit after a failed upload"))
+    monkeypatch.setattr(
+        jovian, "commit", lambda *a, **k: pytest.fail("commit after a failed upload")
+    )
     result = cxr.log_to_jovian(make_record(), project="cxr-test")
     captured = capsys.readouterr()
     assert result["logged"] is False
@@ -509,7 +617,10 @@ def test_jovian_upload_failure_is_reported_not_raised(home, fake_api, jovian, mo
 
 
 def test_cxr_jovian_0_disables(home, fake_api, forbid_jovian_calls, monkeypatch):
-    """CXR_JOVIAN=0 switches Jovian off even with valid credentials: no request is even made."""
+    """CXR_JOVIAN=0 switches Jovian off even with valid credentials.
+
+    No request is even made.
+    """
     write_credentials(home, fake_api.url)
     monkeypatch.setenv("CXR_JOVIAN", "0")
     ready, reason = jovian_status()
@@ -519,18 +630,27 @@ def test_cxr_jovian_0_disables(home, fake_api, forbid_jovian_calls, monkeypatch)
 
 
 def test_api_key_never_leaks(home, tmp_path, fake_api, jovian, monkeypatch, capsys):
-    """Across ready, refused, down and failing uploads the key never shows in output, return values or record files."""
+    """Across ready, refused, down and failing uploads the key never shows.
+
+    Not in output, return values or record files.
+    """
     creds = write_credentials(home, fake_api.url)
     run_dir = tmp_path / "run"
     record_path = create_record(run_dir, make_record())
     seen: list[object] = []
     for name in ("log_hyperparams", "log_metrics", "commit"):
         monkeypatch.setattr(jovian, name, lambda *a, **k: seen.append((a, k)))
-    results = [jovian_status(), cxr.log_to_jovian(make_record(), project="cxr-test", outputs=[record_path])]
+    results = [
+        jovian_status(),
+        cxr.log_to_jovian(make_record(), project="cxr-test", outputs=[record_path]),
+    ]
     fake_api.status = 403
     results += [jovian_status(), cxr.log_to_jovian(make_record(), project="cxr-test")]
     write_credentials(home, closed_port_url())
-    results += [jovian_status(timeout_s=2.0), cxr.log_to_jovian(make_record(), project="cxr-test", timeout_s=2.0)]
+    results += [
+        jovian_status(timeout_s=2.0),
+        cxr.log_to_jovian(make_record(), project="cxr-test", timeout_s=2.0),
+    ]
     write_credentials(home, fake_api.url)
     fake_api.status = 200
 
@@ -541,18 +661,27 @@ def test_api_key_never_leaks(home, tmp_path, fake_api, jovian, monkeypatch, caps
     results.append(cxr.log_to_jovian(make_record(), project="cxr-test"))
     update_record(record_path, jovian=results[-1])
     captured = capsys.readouterr()
-    assert [r[0] if isinstance(r, tuple) else r["logged"] for r in results] == [True, True, False, False, False, False, False]
-    assert any(auth == f"Bearer {API_KEY}" for _, auth in fake_api.requests)  # the key was really used
+    assert [r[0] if isinstance(r, tuple) else r["logged"] for r in results] == [
+        True, True, False, False, False, False, False
+    ]
+    # the key was really used
+    assert any(auth == f"Bearer {API_KEY}" for _, auth in fake_api.requests)
     assert_no_secret(captured.out, captured.err, *results, *seen)
     assert files_containing_secret(tmp_path, skip=creds) == []
 
 
 def test_compare_runs_tells_apart_runs_that_differ_only_in_learning_rate_or_class_weight():
-    """Two runs alike but for max_lr (or pos_weight) give rows that differ: those settings are columns."""
+    """Two runs alike but for max_lr (or pos_weight) give rows that differ.
+
+    Those settings are columns.
+    """
     base = make_record("run-a")
     other_lr, other_weight = make_record("run-b"), make_record("run-c")
     other_lr["hyperparams"]["max_lr"] = 1e-2
     other_weight["model"]["pos_weight"] = 1.0
-    rows = [{k: v for k, v in row.items() if k != "run_id"} for row in compare_runs([base, other_lr, other_weight])]
+    rows = [
+        {k: v for k, v in row.items() if k != "run_id"}
+        for row in compare_runs([base, other_lr, other_weight])
+    ]
     assert rows[0] != rows[1] and rows[0] != rows[2]
     assert (rows[1]["max_lr"], rows[2]["pos_weight"]) == (1e-2, 1.0)

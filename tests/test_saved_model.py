@@ -1,4 +1,7 @@
-"""The checkpoint notebook 02 saves is the model `fit` kept: reloaded, it gives its own recorded validation loss."""
+"""The checkpoint notebook 02 saves is the model `fit` kept.
+
+Reloaded, it gives its own recorded validation loss.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ from cxr_support.config import load_config
 
 
 def test_reloaded_checkpoint_gives_its_recorded_val_loss(tmp_path, monkeypatch):
-    """Fine-tuning (batch norm in training mode) in quick mode: nothing between `fit` and the save may change the model."""
+    """Fine-tuning (batch norm in training mode) in quick mode.
+
+    Nothing between `fit` and the save may change the model.
+    """
     run_dir = tmp_path / "runs"
     settings = {"CXR_QUICK": "1", "CXR_IMAGE_SIZE": "32", "CXR_MAX_IMAGES": "64", "CXR_EPOCHS": "2",
                 "CXR_BATCH_SIZE": "16", "CXR_RUN_DIR": str(run_dir), "CXR_PRETRAINED": "0"}
@@ -25,10 +31,20 @@ def test_reloaded_checkpoint_gives_its_recorded_val_loss(tmp_path, monkeypatch):
     model, meta = cxr.load_checkpoint(checkpoint, "cpu")
     config = load_config()
     root, _ = dataset.resolve_dataset(config.data_dir, config.run_dir, config.seed)
-    splits = cxr.prepare_data(root, config.run_dir, meta["image_size"], meta["split_seed"], config.max_images,
-                              class_names=meta["class_names"], progress=False)
+    splits = cxr.prepare_data(
+        root,
+        config.run_dir,
+        meta["image_size"],
+        meta["split_seed"],
+        config.max_images,
+        class_names=meta["class_names"],
+        progress=False,
+    )
     val_dl = cxr.CachedBatchLoader(splits["val"], config.batch_size * 2, torch.device("cpu"))
     reloaded = cxr.evaluate(model, val_dl)
     recorded = meta["metrics"]["val_loss"]
-    assert math.isclose(reloaded["val_loss"], recorded, rel_tol=1e-5, abs_tol=1e-7), (reloaded, recorded)
+    assert math.isclose(reloaded["val_loss"], recorded, rel_tol=1e-5, abs_tol=1e-7), (
+        reloaded,
+        recorded,
+    )
     assert math.isclose(reloaded["val_acc"], meta["metrics"]["val_acc"])

@@ -27,7 +27,8 @@ def test_synthetic_dataset_has_kaggle_layout(synthetic_tiny):
     """train/val/test x NORMAL/PNEUMONIA, with the requested number of patients in each folder."""
     assert synthetic_tiny.name == "chest_xray" and synthetic_tiny.parent.name == "seed42"
     assert locate_dataset_root(synthetic_tiny) == synthetic_tiny
-    assert sorted(p.name for p in synthetic_tiny.parent.parent.iterdir()) == ["seed42"]  # no temporary folder left
+    # no temporary folder left
+    assert sorted(p.name for p in synthetic_tiny.parent.parent.iterdir()) == ["seed42"]
     for split, counts in TINY_COUNTS.items():
         samples, skipped = list_split(synthetic_tiny, split)
         assert skipped == []
@@ -90,7 +91,10 @@ def test_synthetic_dataset_has_large_and_rgb_files(synthetic_large):
 
 
 def test_synthetic_brightness_gives_no_class_away(synthetic_large):
-    """Mean image brightness does not separate NORMAL from PNEUMONIA (ROC AUC between 0.3 and 0.7)."""
+    """Mean image brightness does not separate NORMAL from PNEUMONIA.
+
+    Its ROC AUC lies between 0.3 and 0.7.
+    """
     from sklearn.metrics import roc_auc_score
 
     samples, _ = list_split(synthetic_large, "train")

@@ -1,4 +1,7 @@
-"""Tables render as tables: HTML in JupyterLab, Markdown on GitHub, text in a terminal (cxr_support.tables)."""
+"""Tables render as tables: HTML in JupyterLab, Markdown on GitHub, text in a terminal.
+
+The tables come from cxr_support.tables.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ ROWS = [
 
 
 def test_format_value_rounds_and_shows_missing_as_a_dash():
-    """Floats to 3 decimals, large floats as whole numbers, None and NaN as an en dash, the rest as str."""
+    """Floats to 3 decimals, large floats as whole numbers, None and NaN as an en dash.
+
+    The rest as str.
+    """
     assert format_value(0.87654321) == "0.877"
     assert format_value(0.5, digits=1) == "0.5"
     assert format_value(12345.6) == "12,346"
@@ -62,16 +68,31 @@ def test_metrics_table_puts_runs_side_by_side_with_intervals():
 
 
 def test_describe_data_reports_what_was_measured_not_a_guessed_origin():
-    """Real data is described by its image counts and original sizes; nothing about where the files came from."""
+    """Real data is described by its image counts and original sizes.
+
+    Nothing is said about where the files came from.
+    """
     import torch
 
     from cxr_support.pixel_cache import XraySplit
 
     def split(name: str, sizes: list[tuple[int, int]]) -> XraySplit:
         n = len(sizes)
-        return XraySplit(name, torch.zeros(n, 1, 8, 8, dtype=torch.uint8), torch.zeros(n, dtype=torch.long), [], sizes, ["L"] * n, [])
+        return XraySplit(
+            name,
+            torch.zeros(n, 1, 8, 8, dtype=torch.uint8),
+            torch.zeros(n, dtype=torch.long),
+            [],
+            sizes,
+            ["L"] * n,
+            [],
+        )
 
-    splits = {"train": split("train", [(224, 224), (224, 224)]), "test": split("test", [(1000, 800)]), "kaggle_val": split("kaggle_val", [(5, 5)])}
+    splits = {
+        "train": split("train", [(224, 224), (224, 224)]),
+        "test": split("test", [(1000, 800)]),
+        "kaggle_val": split("kaggle_val", [(5, 5)]),
+    }
     text = describe_data(False, splits)
     assert text == "real X-ray files (2 train, 1 test images; originals 224-1000 x 224-800 px)"
     assert "Kaggle" not in text and "downscaled" not in text

@@ -84,9 +84,10 @@ def lesson_notebooks(root: Path = ROOT) -> list[Path]:
 
 
 def python_of(cell_source: str) -> str:
-    """A code cell's source with IPython magics and shell escapes blanked (line numbers kept)."""
+    """A code cell's source, IPython magics and shell escapes as ``pass`` (line numbers kept)."""
     lines = cell_source.splitlines()
-    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in lines)
+    return "\n".join(line[: len(line) - len(line.lstrip())] + "pass"
+                     if line.lstrip().startswith(("%", "!")) else line for line in lines)
 
 
 def level_two_headings(markdown: str) -> list[str]:

@@ -51,8 +51,13 @@ def training_curves(record_path: Path) -> Path:
     plots.plot_history(record["history"])
     data = "synthetic sample" if record["dataset"]["synthetic"] else "real X-rays"
     train = sum(record["dataset"]["counts"]["train"].values())
-    weights = "ImageNet weights" if record["model"]["pretrained"] else "random init (no ImageNet weights)"
-    title = f"{data}, {train} training images at {record['config']['image_size']} px, {weights}, {record['environment']['device']}"
+    weights = (
+        "ImageNet weights" if record["model"]["pretrained"] else "random init (no ImageNet weights)"
+    )
+    title = (
+        f"{data}, {train} training images at {record['config']['image_size']} px, "
+        f"{weights}, {record['environment']['device']}"
+    )
     plt.gcf().suptitle(f"run {record['run_id']}: {title}", fontsize=10)
     plt.gcf().tight_layout()
     out = IMAGES / "training_curves.png"
@@ -61,7 +66,9 @@ def training_curves(record_path: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--record", type=Path, help="a run record whose training curves to plot")
     args = parser.parse_args()
     IMAGES.mkdir(exist_ok=True)

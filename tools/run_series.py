@@ -31,10 +31,15 @@ def main(prefixes: list[str]) -> int:
         start = time.perf_counter()
         print(f"running {path.name} ...", flush=True)
         try:
-            ExecutePreprocessor(timeout=None, kernel_name="python3").preprocess(notebook, {"metadata": {"path": str(NOTEBOOKS)}})
+            ExecutePreprocessor(timeout=None, kernel_name="python3").preprocess(
+                notebook, {"metadata": {"path": str(NOTEBOOKS)}}
+            )
         except CellExecutionError as err:
             nbformat.write(notebook, out_dir / path.name)
-            print(f"FAILED: {path.name} (executed copy with the error: {out_dir / path.name})\n{err}", file=sys.stderr)
+            print(
+                f"FAILED: {path.name} (executed copy with the error: {out_dir / path.name})\n{err}",
+                file=sys.stderr,
+            )
             return 1
         nbformat.write(notebook, out_dir / path.name)
         print(f"  done in {time.perf_counter() - start:.0f} s -> {out_dir / path.name}")
