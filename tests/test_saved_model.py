@@ -5,6 +5,7 @@ Reloaded, it gives its own recorded validation loss.
 
 from __future__ import annotations
 
+import json
 import math
 
 import torch
@@ -48,3 +49,8 @@ def test_reloaded_checkpoint_gives_its_recorded_val_loss(tmp_path, monkeypatch):
         recorded,
     )
     assert math.isclose(reloaded["val_acc"], meta["metrics"]["val_acc"])
+    # the precision it trained in, chosen for the device (the CPU: float32), is on record
+    (record_path,) = (run_dir / "records").glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert meta["precision"] == record["hyperparams"]["precision"] == "fp32"
+    assert record["config"]["precision"] == "auto" and "training precision: fp32" in outputs
