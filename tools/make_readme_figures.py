@@ -55,8 +55,8 @@ def training_curves(record_path: Path) -> Path:
         "ImageNet weights" if record["model"]["pretrained"] else "random init (no ImageNet weights)"
     )
     title = (
-        f"{data}, {train} training images at {record['config']['image_size']} px, "
-        f"{weights}, {record['environment']['device']}"
+        f"{data}, {train} training images, {record['model']['arch']} at "
+        f"{record['config']['image_size']} px, {weights}, {record['environment']['device']}"
     )
     plt.gcf().suptitle(f"run {record['run_id']}: {title}", fontsize=10)
     plt.gcf().tight_layout()
