@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
@@ -312,13 +313,17 @@ class CachedBatchLoader:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch_order(self) -> torch.Tensor:
+        """The indices of this epoch's images, in serving order: a fresh shuffle, or 0, 1, 2..."""
         n = len(self.labels)
-        shuffle = self.shuffle
-        order = torch.randperm(n, generator=self.generator, device=self.device) if shuffle else None
+        if self.shuffle:
+            return torch.randperm(n, generator=self.generator, device=self.device)
+        return torch.arange(n, device=self.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.epoch_order()
         for b in range(len(self)):
-            index = slice(b * self.batch_size, min((b + 1) * self.batch_size, n))
-            chosen = order[index] if order is not None else index
+            chosen = order[b * self.batch_size : (b + 1) * self.batch_size]
             images = to_model_input(self.pixels[chosen])
             if self.augment:
                 images = augment_batch(images, self.generator)
@@ -846,3 +851,71 @@ def compare_runs(run_records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 ("auc", "roc_auc")]},
         })
     return rows
+
+# 05_several_gpus.ipynb, section "Sharding the decode-once cache"
+class ShardedBatchLoader(CachedBatchLoader):
+    """This process's share of every epoch of a CachedBatchLoader (05, 'Sharding')."""
+
+    def __init__(self, split: XraySplit, batch_size: int, device: torch.device, rank: int,
+                 world_size: int, shuffle: bool = False, augment: bool = False, seed: int = 0,
+                 pad: bool = True):
+        own_seed = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+        super().__init__(split, batch_size, device, shuffle, augment, own_seed)  # augmentation
+        self.order_generator = torch.Generator(device=device).manual_seed(seed)  # the same in all
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+
+    def shard_size(self) -> int:
+        """Images per epoch here: the same in every process when padded, else its exact share."""
+        n = len(self.labels)
+        if self.pad:
+            return math.ceil(n / self.world_size)
+        return len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        return math.ceil(self.shard_size() / self.batch_size)
+
+    def epoch_order(self) -> torch.Tensor:
+        """Every world_size-th index of one permutation (the same in all), from rank on."""
+        n = len(self.labels)
+        order = (torch.randperm(n, generator=self.order_generator, device=self.device)
+                 if self.shuffle else torch.arange(n, device=self.device))
+        if self.pad:  # wrap around to a multiple of world_size, as DistributedSampler does
+            order = order[torch.arange(self.shard_size() * self.world_size, device=self.device) % n]
+        return order[self.rank :: self.world_size]
+
+# 05_several_gpus.ipynb, section "Every forward pass through DDP"
+class DistributedLearner(BinaryClassificationBase):
+    """A model trained through DDP; metrics over all processes (05, 'Every forward pass')."""
+
+    def __init__(self, model: BinaryClassificationBase, device_ids: list[int] | None = None):
+        super().__init__()
+        self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        self.pos_weight = model.pos_weight  # the model's own class weight, not a copy
+
+    def forward(self, xb: torch.Tensor) -> torch.Tensor:
+        return self.ddp(xb)  # through DDP, so that backward averages every process's gradients
+
+    def train(self, mode: bool = True) -> DistributedLearner:
+        """As nn.Module.train; entering evaluation, every process takes rank 0's buffers."""
+        if not mode:
+            for buffer in self.ddp.module.buffers():  # batch-norm statistics, as rank 0 saves them
+                dist.broadcast(buffer, src=0)
+        return super().train(mode)
+
+    def validation_epoch_end(self, outputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Sums and counts added up over all processes, then divided once."""
+        keys = ("loss_sum", "correct", "count")
+        totals = torch.zeros(len(keys), device=self.pos_weight.device)
+        for output in outputs:
+            totals += torch.stack([output[key].float() for key in keys])
+        dist.all_reduce(totals)  # the sum over processes: every image counted once
+        return super().validation_epoch_end([dict(zip(keys, totals))])
+
+    def epoch_end(self, epoch: int, result: dict[str, Any]) -> None:
+        """The training loss averaged and the speed summed over the processes; one line."""
+        both = torch.tensor([result["train_loss"], result["images_per_s"]],
+                            device=self.pos_weight.device)
+        dist.all_reduce(both)
+        result.update(train_loss=both[0].item() / dist.get_world_size(),
+                      images_per_s=round(both[1].item(), 1))
+        super().epoch_end(epoch, result)

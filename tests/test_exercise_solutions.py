@@ -39,7 +39,7 @@ def run_with_solutions(name: str) -> tuple[str, int]:
 
 
 def test_every_solution_runs_after_its_notebook(tmp_path, monkeypatch):
-    """Notebooks 01 to 04 in order, each followed by its solutions' code: no cell raises."""
+    """Notebooks 01 to 05 in order, each followed by its solutions' code: no cell raises."""
     settings = {
         "CXR_QUICK": "1",
         "CXR_IMAGE_SIZE": "32",
@@ -54,7 +54,8 @@ def test_every_solution_runs_after_its_notebook(tmp_path, monkeypatch):
         monkeypatch.setenv(var, value)
     for name, expected_blocks in [("01_data_preview.ipynb", 4), ("02_training_on_gpu.ipynb", 3),
                                   ("03_test_predictions.ipynb", 6),
-                                  ("04_jovian_logging.ipynb", 3)]:
+                                  ("04_jovian_logging.ipynb", 3),
+                                  ("05_several_gpus.ipynb", 2)]:
         outputs, blocks = run_with_solutions(name)
         assert blocks == expected_blocks, (
             f"{name}: {blocks} solution code blocks, expected {expected_blocks}"
