@@ -63,9 +63,10 @@ if HOSTED and importlib.util.find_spec("cxr_utils") is None:
     sys.path.insert(0, os.path.abspath("{folder}"))"""
 
 
-def launch_table(paths: list[Path], titles: list[str], repo: str) -> str:
+def launch_table(paths: list[Path], repo: str) -> str:
     """The README's block of launch links, one line per notebook."""
-    lines = [f"- {title}: {launch_links(path.name, repo)}" for path, title in zip(paths, titles)]
+    lines = [f"- [{path.stem}]({path.parent.name}/{path.name}): {launch_links(path.name, repo)}"
+             for path in paths]
     return "<!-- launch -->\n" + "\n".join(lines) + "\n<!-- /launch -->"
 
 
@@ -102,7 +103,7 @@ def problems(folder: Path = NOTEBOOKS, fix: bool = False, readme: Path | None = 
     notebooks = [nbformat.read(p, as_version=4) for p in paths]
     titles = [title_of(nb) for nb in notebooks]
     repo = repository()
-    found = _readme_problems(readme or folder.parent / "README.md", paths, titles, repo, fix)
+    found = _readme_problems(readme or folder.parent / "README.md", paths, repo, fix)
     for index, (path, notebook) in enumerate(zip(paths, notebooks)):
         changed = _setup_cell_problems(path, notebook, repo, found)
         wanted = nav_block(paths, titles, index, repo)
@@ -151,13 +152,12 @@ def _setup_cell_problems(path: Path, notebook: nbformat.NotebookNode, repo: str,
     return True
 
 
-def _readme_problems(readme: Path, paths: list[Path], titles: list[str], repo: str,
-                     fix: bool) -> list[str]:
+def _readme_problems(readme: Path, paths: list[Path], repo: str, fix: bool) -> list[str]:
     """A stale launch block in the README; with ``fix``, rewrite it."""
     if not readme.exists():
         return []
     text = readme.read_text()
-    updated = LAUNCH_PATTERN.sub(launch_table(paths, titles, repo), text)
+    updated = LAUNCH_PATTERN.sub(launch_table(paths, repo), text)
     if not LAUNCH_PATTERN.search(text):
         return [f"{readme.name}: no <!-- launch --> block"]
     if updated == text:
