@@ -197,3 +197,16 @@ def run_series_notebook(name: str, timeout: int = 600) -> str:
     return execute_notebook(
         nbformat.read(ROOT / "notebooks" / name, as_version=4), ROOT / "notebooks", timeout
     )
+
+
+def train_with_stored_batch_norm(self, mode: bool = True):
+    """A model's ``train`` that keeps every batch-norm layer on its stored statistics.
+
+    Patched into PneumoniaCnnModel by the DDP tests, in this process and in torchrun's, so that
+    per-process batch statistics cannot make two processes differ from one.
+    """
+    torch.nn.Module.train(self, mode)
+    for module in self.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+    return self

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from helpers import ROOT, make_split, run_series_notebook
+from helpers import ROOT, make_split, run_series_notebook, train_with_stored_batch_norm
 
 import cxr_utils as cxr
 import train_ddp
@@ -154,7 +154,6 @@ import os, sys, time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 import cxr_utils
 import train_ddp
@@ -162,13 +161,8 @@ import train_ddp
 out, rank, modes = Path(os.environ["TEST_OUT"]), os.environ["RANK"], os.environ["TEST_MODE"]
 (out / f"pid-{rank}").write_text(str(os.getpid()))
 if "fixed_bn" in modes:  # batch norm with its stored statistics: no per-process statistics
-    def train_fixed_bn(self, mode=True):
-        nn.Module.train(self, mode)
-        for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eval()
-        return self
-    cxr_utils.PneumoniaCnnModel.train = train_fixed_bn
+    from helpers import train_with_stored_batch_norm
+    cxr_utils.PneumoniaCnnModel.train = train_with_stored_batch_norm
 if "no_augment" in modes:
     train_ddp.AUGMENT = False
 if "bypass" in modes:  # the pitfall: the model's own forward, around DDP
@@ -205,7 +199,8 @@ def launch(tmp: Path, mode: str, *script_args: str, timeout: float = 300,
     wrapper = tmp / "wrapper.py"
     wrapper.write_text(textwrap.dedent(WRAPPER))
     script = wrapper if mode else ROOT / "train_ddp.py"
-    env = {**os.environ, "TEST_OUT": str(out), "TEST_MODE": mode, "PYTHONPATH": str(ROOT),
+    paths = os.pathsep.join([str(ROOT), str(ROOT / "tests")])  # the project, and tests/helpers.py
+    env = {**os.environ, "TEST_OUT": str(out), "TEST_MODE": mode, "PYTHONPATH": paths,
            "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", str(script), *script_args]
@@ -224,14 +219,7 @@ def settings(monkeypatch, tmp_path):
 def one_process_reference(monkeypatch) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """The same epoch in this process, as notebook 2 trains: one process at twice the batch."""
 
-    def train_fixed_bn(self, mode=True):
-        nn.Module.train(self, mode)
-        for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eval()
-        return self
-
-    monkeypatch.setattr(cxr.PneumoniaCnnModel, "train", train_fixed_bn)
+    monkeypatch.setattr(cxr.PneumoniaCnnModel, "train", train_with_stored_batch_norm)
     config, cpu = load_config(), torch.device("cpu")
     root, _ = dataset.resolve_dataset(config.data_dir, config.run_dir, config.seed)
     splits = cxr.prepare_data(root, config.run_dir, config.image_size, config.seed,
