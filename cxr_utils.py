@@ -587,6 +587,15 @@ class FeatureHead(BinaryClassificationBase):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features).squeeze(1)  # logits (N,), as model(images) gives for the images
 
+# 02_training_on_gpu.ipynb, section "Training the model"
+def constant_loss(labels: torch.Tensor, pos_weight: float) -> float:
+    """The best constant prediction's loss: what no learning scores (02, 'Training the model')."""
+    p = labels.float().mean().item()  # the share of positives
+    if p in (0.0, 1.0):
+        return 0.0
+    q = pos_weight * p / (pos_weight * p + 1 - p)  # the one probability that minimises it
+    return -(pos_weight * p * math.log(q) + (1 - p) * math.log(1 - q))
+
 # 02_training_on_gpu.ipynb, section "Pitfall: accuracy averaged per batch"
 def per_batch_mean_accuracy(correct: Sequence[bool], batch_size: int) -> float:
     """The blog post's mean of per-batch accuracies (02, 'Pitfall: accuracy averaged per batch')."""

@@ -199,6 +199,20 @@ def run_series_notebook(name: str, timeout: int = 600) -> str:
     )
 
 
+class MomentumSGD(torch.optim.SGD):
+    """SGD with momentum 0.9: an update linear in the gradients.
+
+    The DDP equivalence test trains with it instead of Adam. Adam moves every weight by about the
+    learning rate whatever its gradient's size, so float rounding that flips the sign of a
+    near-zero gradient (2 processes sum in another order than 1) moves a weight by ~1e-3: the
+    weights of the two runs then differ by far more than rounding. With SGD they differ by
+    rounding only, on any CPU.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0):
+        super().__init__(params, lr, momentum=0.9, weight_decay=weight_decay)
+
+
 def train_with_stored_batch_norm(self, mode: bool = True):
     """A model's ``train`` that keeps every batch-norm layer on its stored statistics.
 

@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from helpers import ROOT, make_split, run_series_notebook, train_with_stored_batch_norm
+from helpers import (
+    ROOT,
+    MomentumSGD,
+    make_split,
+    run_series_notebook,
+    train_with_stored_batch_norm,
+)
 
 import cxr_utils as cxr
 import train_ddp
@@ -165,6 +171,9 @@ if "fixed_bn" in modes:  # batch norm with its stored statistics: no per-process
     cxr_utils.PneumoniaCnnModel.train = train_with_stored_batch_norm
 if "no_augment" in modes:
     train_ddp.AUGMENT = False
+if "sgd" in modes:  # an update linear in the gradients (helpers.MomentumSGD says why)
+    from helpers import MomentumSGD
+    train_ddp.OPT_FUNC = MomentumSGD
 if "bypass" in modes:  # the pitfall: the model's own forward, around DDP
     cxr_utils.DistributedLearner.forward = lambda self, xb: self.ddp.module(xb)
 if "keep_weights" in modes:  # each rank's weights after fit, for the test to compare
@@ -216,7 +225,8 @@ def settings(monkeypatch, tmp_path):
         monkeypatch.setenv(var, value)
 
 
-def one_process_reference(monkeypatch) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def one_process_reference(monkeypatch, opt_func=train_ddp.OPT_FUNC
+                          ) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """The same epoch in this process, as notebook 2 trains: one process at twice the batch."""
 
     monkeypatch.setattr(cxr.PneumoniaCnnModel, "train", train_with_stored_batch_norm)
@@ -231,7 +241,7 @@ def one_process_reference(monkeypatch) -> tuple[dict[str, torch.Tensor], list[di
     val_dl = cxr.CachedBatchLoader(splits["val"], 4 * config.batch_size, cpu)
     history = cxr.fit(config.epochs, config.max_lr, model, train_dl, val_dl,
                       weight_decay=train_ddp.WEIGHT_DECAY, grad_clip=train_ddp.GRAD_CLIP,
-                      opt_func=train_ddp.OPT_FUNC, precision="fp32", progress=False)
+                      opt_func=opt_func, precision="fp32", progress=False)
     return model.state_dict(), history
 
 
@@ -242,10 +252,12 @@ def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 
 def test_two_processes_at_batch_b_train_as_one_process_at_2b(settings, tmp_path, monkeypatch):
     """One epoch, augmentation off, batch norm on its stored statistics (PyTorch's SyncBatchNorm
-    does not run on the CPU): 2 processes at batch 8 end with the weights of 1 process at batch
-    16, to float rounding; both ranks hold the same weights; the record's losses match too.
-    Around DDP (the model's own forward), the ranks drift apart and the result is another."""
-    done, _ = launch(tmp_path / "ddp", "fixed_bn,no_augment,keep_weights")
+    does not run on the CPU), SGD with momentum instead of Adam (helpers.MomentumSGD says why):
+    2 processes at batch 8 end with the weights of 1 process at batch 16, to float rounding; both
+    ranks hold the same weights; the record's losses match too. Around DDP (the model's own
+    forward), the ranks drift apart and the result is another."""
+    monkeypatch.setenv("CXR_MAX_LR", "0.05")  # SGD's steps: large enough to move the weights
+    done, _ = launch(tmp_path / "ddp", "fixed_bn,no_augment,keep_weights,sgd")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "ddp" / "out"
     ranks = [torch.load(out / f"weights-{r}.pt", weights_only=True) for r in range(2)]
@@ -254,7 +266,7 @@ def test_two_processes_at_batch_b_train_as_one_process_at_2b(settings, tmp_path,
     record = records.read_record(record_path)
     assert record["distributed"]["batch_size_per_step"] == 16
 
-    reference, history = one_process_reference(monkeypatch)
+    reference, history = one_process_reference(monkeypatch, MomentumSGD)
     reference = {k: v for k, v in reference.items() if v.is_floating_point()}
     ddp = {k: v for k, v in ranks[0].items() if k in reference}
     largest = largest_difference(ddp, reference)
@@ -265,9 +277,10 @@ def test_two_processes_at_batch_b_train_as_one_process_at_2b(settings, tmp_path,
     weights = [name for name, _ in start.named_parameters()]
     moved = largest_difference({k: ddp[k] for k in weights},
                                {k: v for k, v in start.state_dict().items() if k in weights})
+    print(f"2 processes against 1: largest difference {largest:.2e}, largest move {moved:.2e}")
     assert moved > 100 * largest, "training hardly changed the weights: the test proves nothing"
 
-    done, _ = launch(tmp_path / "bypass", "fixed_bn,no_augment,keep_weights,bypass")
+    done, _ = launch(tmp_path / "bypass", "fixed_bn,no_augment,keep_weights,sgd,bypass")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "bypass" / "out"
     apart = [torch.load(out / f"weights-{r}.pt", weights_only=True) for r in range(2)]
