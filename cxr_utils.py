@@ -479,7 +479,7 @@ def native_precision(device: torch.device) -> str:
     """The 16-bit format the device computes natively (bf16, fp16), else fp32 (02, 'Training')."""
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)  # NVIDIA's compute capability
-        return "bf16" if major >= 8 else "fp16" if major >= 7 else "fp32"  # A100+; V100, T4; older
+        return "bf16" if major >= 8 else "fp16" if major >= 7 else "fp32"  # A100+; T4, RTX20; older
     if device.type == "xpu" and devices.xpu_has_native_bf16():
         return "bf16"
     return "fp32"  # the CPU, and Apple MPS (mixed precision there is not measured yet)

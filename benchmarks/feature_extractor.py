@@ -13,8 +13,8 @@ and a randomly initialised ResNet50 (the weights do not change the time either),
 3. a fine-tuning step: augmentation, forward, backward, gradient clipping and Adam on the
    whole `PneumoniaCnnModel`, per image.
 It then projects to the whole Kaggle set (5,856 images for the feature pass; 20 epochs) and
-prints, last, the line the README quotes. Fine-tuning is projected conservatively: training
-images and validation passes only, no test predictions, no decoding.
+prints, last, the line that benchmarks/README.md quotes. Fine-tuning is projected
+conservatively: training images and validation passes only, no test predictions, no decoding.
 """
 
 from __future__ import annotations

@@ -17,10 +17,12 @@ Generic, at the bottom (they import nothing of the package):
 
 Concerns, above them:
 
+- ``hosted``: Colab and Kaggle: carrying the run dir from one notebook's runtime to the next;
 - ``images``: decoding image files of any mode to 8-bit grayscale;
 - ``synthetic``: the synthetic X-ray-like sample used when no real data is found;
 - ``weights``: loading the ImageNet weights, loudly falling back when offline;
-- ``dataset``: finding, downloading and listing the dataset's files; the saved split;
+- ``download``: downloading the dataset: Mendeley's zip (no account) or Kaggle's copy;
+- ``dataset``: finding and listing the dataset's files; the saved split;
 - ``pixel_cache``: decoding every image once into a tensor, cached on disk;
 - ``feature_cache``: the frozen backbone's features, computed once and cached;
 - ``plots`` and ``tables``: the figures and tables of the notebooks;

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from cxr_support import hosted
 from cxr_support.atomic_files import create_exclusive
 from cxr_support.errors import error_summary
 from cxr_support.records import library_versions, now_iso
@@ -32,13 +33,15 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
     Checkpoints are named by run id, which starts with the run's UTC start time, so the name
     orders them; rewriting an older run's file (notebook 3 stores its threshold) does not make
-    it the newest.
+    it the newest. An empty run dir first takes the runs attached as Kaggle inputs.
     """
     folder = Path(run_dir) / "checkpoints"
     found = sorted(folder.glob("*.pt"), key=lambda p: p.name) if folder.is_dir() else []
+    if not found and hosted.bring_attached_runs(run_dir):  # Kaggle: notebook 02 attached as input
+        found = sorted(folder.glob("*.pt"), key=lambda p: p.name)
     if not found:
         raise CheckpointError(f"No checkpoint in {folder}. Run notebooks/02_training_on_gpu.ipynb "
-                              "first (it trains and saves one).")
+                              f"first (it trains and saves one). {hosted.ROUTES}")
     return found[-1]
 
 

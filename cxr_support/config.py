@@ -196,7 +196,7 @@ def _features_on_cpu(values: dict[str, Any]) -> bool:
     return wants_features and weights.weights_on_disk(weights_path, arch)
 
 
-KAGGLE_WORKING = Path("/kaggle/working")  # the one folder a Kaggle notebook may write to
+KAGGLE_WORKING = Path("/kaggle/working")  # what Kaggle keeps (up to 20 GB) in a saved version
 
 
 def default_run_dir(env: Mapping[str, str]) -> Path:

@@ -1,10 +1,10 @@
-"""Support code: finding, downloading and listing the dataset's files (lessons need not read this).
+"""Support code: finding and listing the dataset's files (lessons need not read this).
 
 The Kaggle layout is ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``; another binary X-ray
 folder in that layout works too, its two class names read from ``train/``
-(``find_class_names``). Bad input gets a ``DataError`` naming the path and the fix; files
-that are not images are skipped with a warning that lists them. The saved patient split also
-lives here.
+(``find_class_names``). Downloading it is ``cxr_support.download``'s concern. Bad input gets
+a ``DataError`` naming the path and the fix; files that are not images are skipped with a
+warning that lists them. The saved patient split also lives here.
 """
 
 from __future__ import annotations
@@ -20,31 +20,16 @@ from pathlib import Path
 
 from cxr_support import synthetic
 from cxr_support.atomic_files import atomic_write_text, remove_stale_temporaries
+from cxr_support.download import locate_dataset_root
 from cxr_support.errors import DataError
 from cxr_support.names import CLASS_NAMES, SPLIT_FOLDERS
 from cxr_support.paths import PROJECT_ROOT, display_path
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff"})
-KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
 # 2: patient ids per class for names without a patient pattern; a saved split of another format
 # is made again
 SPLIT_FORMAT = 2
 KAGGLE_MOUNT = Path("/kaggle/input/chest-xray-pneumonia/chest_xray")
-
-
-def _looks_like_root(path: Path) -> bool:
-    return all((path / split).is_dir() for split in ("train", "test"))
-
-
-def locate_dataset_root(path: Path) -> Path | None:
-    """Find the folder holding train/ and test/ at or below ``path``.
-
-    The Kaggle zip nests it twice.
-    """
-    for candidate in (path, path / "chest_xray", path / "chest_xray" / "chest_xray"):
-        if candidate.is_dir() and candidate.name != "__MACOSX" and _looks_like_root(candidate):
-            return candidate
-    return None
 
 
 def default_data_dirs() -> list[Path]:
@@ -100,26 +85,6 @@ def resolve_dataset(data_dir: Path | None, run_dir: Path, seed: int = 42) -> tup
         f"Synthetic sample: {root}\n" + "=" * 78
     )
     return root, True
-
-
-def download_dataset(target_dir: Path) -> Path:
-    """Download the Kaggle dataset with kagglehub (needs internet and Kaggle credentials)."""
-    try:
-        import kagglehub
-    except ImportError as err:
-        raise RuntimeError("kagglehub is not installed: pip install kagglehub") from err
-    cached = Path(kagglehub.dataset_download(KAGGLE_DATASET))
-    root = locate_dataset_root(cached)
-    if root is None:
-        raise DataError(f"Downloaded {KAGGLE_DATASET} to {cached} "
-                        "but found no chest_xray/train and test there.")
-    target_dir = Path(target_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    link = target_dir / "chest_xray"
-    if not link.exists():
-        link.symlink_to(root, target_is_directory=True)
-    print(f"Dataset ready at {link} (files live in kagglehub's cache: {root})")
-    return link
 
 
 _JUNK_NAMES = {"thumbs.db", "desktop.ini"}

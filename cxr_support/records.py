@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxr_support import hosted
 from cxr_support.atomic_files import atomic_write_text, create_exclusive, locked_file
 from cxr_support.dataset import file_list_sha256, warn_skipped
 from cxr_support.devices import device_name
+from cxr_support.download import read_download_record
 from cxr_support.paths import PROJECT_ROOT
 from cxr_support.pixel_cache import XraySplit
 
@@ -76,13 +78,15 @@ def environment_summary(device: torch.device) -> dict[str, Any]:
 
 
 def dataset_summary(root: Path, synthetic: bool, splits: dict[str, XraySplit]) -> dict[str, Any]:
-    """Which data a run used: real or synthetic, counts per split and a hash of the file list."""
+    """Which data a run used: real or synthetic, counts per split, a hash of the file list, and
+    the downloaded archive (its address and SHA-256) when ``download_dataset`` made the folder."""
     return {
         "root": str(root),
         "synthetic": synthetic,
         "counts": {name: split.class_counts() for name, split in splits.items()},
         "file_list_sha256": file_list_sha256(
             (p for split in splits.values() for p in split.paths), root),
+        "download": read_download_record(Path(root).parent),
     }
 
 
@@ -116,10 +120,14 @@ def update_record(path: Path, **sections: Any) -> dict[str, Any]:
 def list_records(run_dir: Path) -> list[dict[str, Any]]:
     """Every readable run record in the run dir, oldest first (by run id).
 
-    Unreadable ones are skipped with a warning.
+    Unreadable ones are skipped with a warning. An empty run dir first takes the runs attached
+    as Kaggle inputs.
     """
     records, skipped = [], []
-    for path in sorted((Path(run_dir) / "records").glob("*.json"), key=lambda p: p.name):
+    paths = sorted((Path(run_dir) / "records").glob("*.json"), key=lambda p: p.name)
+    if not paths and hosted.bring_attached_runs(run_dir):  # Kaggle: notebook 02 attached as input
+        paths = sorted((Path(run_dir) / "records").glob("*.json"), key=lambda p: p.name)
+    for path in paths:
         try:
             records.append(read_record(path))
         except (OSError, ValueError) as err:  # ValueError covers bad JSON and bad UTF-8

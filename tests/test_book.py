@@ -33,6 +33,10 @@ SETTINGS = {"CXR_QUICK": "1", "CXR_EPOCHS": "2", "CXR_IMAGE_SIZE": "32", "CXR_MA
             "CXR_PRETRAINED": "0", "MPLBACKEND": "Agg"}
 NOTEBOOKS = [path.name for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
 PAGES = [name.removesuffix(".ipynb") + ".html" for name in NOTEBOOKS]
+sys.path.insert(0, str(ROOT / "tools"))  # build_book imports notebook_hygiene beside it
+# the reference pages of docs/, after the notebooks, in the book's order
+DOCS = [path.removesuffix(".md") + ".html"
+        for path in importlib.import_module("build_book").reference_pages()]
 
 
 def need(module: str) -> Any:
@@ -58,9 +62,17 @@ def repository() -> str:
     return re.search(r'^Repository\s*=\s*"([^"]+)"', text, re.MULTILINE).group(1).rstrip("/")
 
 
+# A book built beforehand, read instead of building the quick one: a folder holding site/ (the
+# --out of tools/build_book.py) and run/ (its CXR_RUN_DIR), e.g. the real-data build of the book
+# workflow's steps (docs/README.md, "Publishing").
+PREBUILT = os.environ.get("CXR_BOOK_UNDER_TEST")
+
+
 @pytest.fixture(scope="module")
 def book(tmp_path_factory) -> dict[str, Path]:
     """The book built by `python tools/build_book.py` into a tmp folder, with its run dir."""
+    if PREBUILT:
+        return {"site": Path(PREBUILT) / "site", "run": Path(PREBUILT) / "run"}
     tmp = tmp_path_factory.mktemp("book")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
     env.update(SETTINGS, CXR_RUN_DIR=str(tmp / "run"))
@@ -148,7 +160,9 @@ def visit(browser: Any, url: str, wait_for: str | None = None) -> dict[str, Any]
 @pytest.fixture(scope="module")
 def pages(book, base_url, browser) -> dict[str, dict[str, Any]]:
     """The facts of every page of the site, by file name."""
-    names = sorted(p.name for p in book["site"].glob("*.html"))
+    site = book["site"]
+    names = sorted(p.relative_to(site).as_posix()
+                   for p in [*site.glob("*.html"), *site.glob("docs/*.html")])
     return {name: visit(browser, base_url + name) for name in names}
 
 
@@ -167,7 +181,7 @@ def executed_outputs(book: dict[str, Path], name: str) -> tuple[int, int]:
 
 
 def test_the_site_has_a_front_page_a_page_per_notebook_and_search(pages):
-    assert set(pages) == {"index.html", *PAGES, "search.html", "genindex.html"}
+    assert set(pages) == {"index.html", *PAGES, *DOCS, "search.html", "genindex.html"}
 
 
 def test_every_page_loads_without_errors_or_requests_to_other_hosts(pages):
@@ -212,10 +226,10 @@ def test_every_link_inside_the_site_points_at_an_existing_page_and_anchor(book, 
 
 
 def test_navigation_follows_the_series(base_url, pages):
-    for name in ["index.html", *PAGES]:
+    for name in ["index.html", *PAGES, *DOCS]:
         sidebar = [path.lstrip("/") for path in pages[name]["sidebar"]]
-        assert sidebar == ["index.html", *PAGES], name
-    chain = ["index.html", *PAGES]
+        assert sidebar == ["index.html", *PAGES, *DOCS], name
+    chain = ["index.html", *PAGES, *DOCS]
     for here, there in zip(chain, chain[1:]):
         assert pages[here]["next"] == base_url + there
     nav = [link["href"] for link in pages[PAGES[0]]["links"] if link["text"] == "Contents"]
@@ -245,6 +259,22 @@ def test_launch_links_open_the_right_notebook_and_downloads_are_the_notebooks(bo
             f"/blob/main/notebooks/{n}" for n in NOTEBOOKS} <= index_launch
 
 
+def run_of(box: str) -> str:
+    """The run id a page's provenance box names."""
+    return re.search(r"Run: (\S+?),", box).group(1)
+
+
+def test_each_notebook_page_names_the_run_that_made_its_outputs(pages):
+    """Notebook 05's outputs come from its own two-process run; every other page names the
+    series' run (notebook 02's, which 03 and 04 read)."""
+    runs = {name: run_of(pages[name]["provenance"]) for name in ["index.html", *PAGES]}
+    series = {runs[name] for name in runs if not name.startswith("05_")}
+    assert len(series) == 1, runs
+    (ddp,) = [name for name in PAGES if name.startswith("05_")]
+    assert runs[ddp] not in series, "notebook 05's page names another run than its own"
+
+
+@pytest.mark.skipif(bool(PREBUILT), reason="a prebuilt book: see the real book's test")
 def test_every_page_says_loudly_that_its_outputs_are_synthetic(pages):
     for name, facts in pages.items():
         assert "NOT REAL RESULTS" in facts["banner"], name
@@ -255,6 +285,16 @@ def test_every_page_says_loudly_that_its_outputs_are_synthetic(pages):
             assert fact in box, f"{name}: no {fact}"
         assert "synthetic sample" in box and "random init" in box, name
         assert "epochs=2" in box and "image_size=32" in box and "max_images=64" in box, name
+
+
+@pytest.mark.skipif(not PREBUILT, reason="needs a real-data book (CXR_BOOK_UNDER_TEST)")
+def test_a_real_data_book_has_no_banner_and_says_which_data_and_weights(pages):
+    for name, facts in pages.items():
+        assert facts["banner"] == "", name
+    for name in ["index.html", *PAGES]:
+        box = pages[name]["provenance"]
+        assert "real data, ImageNet weights" in box and "real X-ray files" in box, name
+        assert "synthetic" not in box and "random init" not in box, name
 
 
 def test_no_page_loads_scripts_styles_or_images_from_other_hosts(book):

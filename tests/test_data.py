@@ -36,10 +36,10 @@ from cxr_support.dataset import (
     find_dataset,
     list_split,
     load_or_make_split,
-    locate_dataset_root,
     resolve_dataset,
     stratified_subset,
 )
+from cxr_support.download import locate_dataset_root
 from cxr_support.images import decode_resized
 from cxr_support.pixel_cache import load_pixels
 

@@ -16,13 +16,18 @@ PYTHON_BLOCK = re.compile(r"^   ```python\n(.*?)^   ```", re.DOTALL | re.MULTILI
 
 
 def solution_blocks(notebook: nbformat.NotebookNode) -> list[str]:
-    """The Python code blocks of every exercise's folded solution, dedented, in order."""
-    exercises = "\n".join(
-        c.source for c in notebook.cells if c.cell_type == "markdown"
-    ).split("## Exercises", 1)[1]
+    """The Python code blocks of every exercise's folded solution, dedented, in order.
+
+    Each exercise is a Markdown cell after the '## Exercises' cell, its solution folded in it.
+    """
+    markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
+    starts = [i for i, source in enumerate(markdown) if source.startswith("## Exercises")]
+    assert len(starts) == 1, "no Markdown cell of its own starts with '## Exercises'"
+    start = starts[0]
     return [
         textwrap.dedent(block)
-        for solution in SOLUTION_CODE.findall(exercises)
+        for exercise in markdown[start + 1:]
+        for solution in SOLUTION_CODE.findall(exercise)
         for block in PYTHON_BLOCK.findall(solution)
     ]
 

@@ -13,10 +13,8 @@ from PIL import Image
 
 import cxr_utils as cxr
 from cxr_support import synthetic
-from cxr_support.dataset import (
-    list_split,
-    locate_dataset_root,
-)
+from cxr_support.dataset import list_split
+from cxr_support.download import locate_dataset_root
 from cxr_support.images import decode_resized
 from cxr_support.synthetic import make_synthetic_dataset
 

@@ -10,9 +10,10 @@ the notebooks into $CXR_RUN_DIR/executed/ and never touches notebooks/. The site
 those copies with Sphinx, myst-nb and sphinx-book-theme, which install from PyPI and build
 without a network (docs/README.md says why). View it with `python -m http.server -d build/book`.
 
-Every page says which data, device, network, weights and settings made its outputs, read from
-the run's record ($CXR_RUN_DIR/records/<run_id>.json), and a banner on every page says so loudly
-when they are the synthetic sample or random weights.
+The front page and every notebook's page say which data, device, network, weights and settings
+made its outputs, read from the run's record ($CXR_RUN_DIR/records/<run_id>.json), and a banner
+on every page says so loudly when they are the synthetic sample or random weights. The reference
+pages of docs/ (settings, results, design, ...) follow the notebooks, under "Reference".
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ TITLE = "Transfer learning on chest X-rays with PyTorch"
 SOURCE_MARKER = ".book-source"  # marks a source folder this tool made, so it may clear it
 DOWNLOADS = "_downloads_src"  # notebooks to download, in the source folder but not pages
 LINK = re.compile(r"(\]\()([^)\s]+)(\))")  # the target of a Markdown link or image
+# the reference pages of docs/, in the book's order; any other docs/*.md page follows them
+REFERENCE_ORDER = ["settings", "run-dir", "install", "data", "where-it-runs", "results", "fixes",
+                   "design", "code-layout", "README"]
 
 CSS = """\
 .bd-header-announcement, .bd-header-announcement::after { background-color: #a4161a; }
@@ -92,9 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     record_path = find_record(run_dir, executed, before)
     provenance = describe_run(read_record(record_path) if record_path else None)
     print(f"outputs from run record: {record_path or 'none found'}")
+    pages = {}  # a page whose outputs name a run of their own (05's torchrun) says so
+    for path in executed:
+        own = named_record(run_dir, path)
+        if own is not None and own != record_path:
+            pages[path.name] = describe_run(read_record(own))
+            print(f"  {path.name}: outputs from run record {own}")
     out = args.out.resolve()
     source = out.parent / f"{out.name}-source"
-    write_source(source, executed, provenance, repository())
+    write_source(source, executed, provenance, repository(), reference_pages(), pages)
     code = sphinx_build(source, out)
     if code == 0:
         print(f"book built in {time.perf_counter() - start:.0f} s: {out / 'index.html'}\n"
@@ -108,16 +118,24 @@ def find_record(run_dir: Path, executed: list[Path], before: set[Path]) -> Path 
     The one their outputs name (notebook 02 prints it), else the newest record this run made,
     else the newest of all.
     """
-    named = re.compile(rf"records[/\\]({RUN_ID_PATTERN})\.json")
     for path in executed:
-        for text in output_texts(nbformat.read(path, as_version=4)):
-            for found in named.finditer(text):
-                candidate = run_dir / "records" / f"{found.group(1)}.json"
-                if candidate.exists():
-                    return candidate
+        named = named_record(run_dir, path)
+        if named is not None:
+            return named
     records = sorted((run_dir / "records").glob("*.json"), key=lambda p: p.name)
     new = [path for path in records if path not in before]
     return (new or records or [None])[-1]
+
+
+def named_record(run_dir: Path, executed: Path) -> Path | None:
+    """The first run record in ``run_dir`` that an executed notebook's outputs name, or None."""
+    named = re.compile(rf"records[/\\]({RUN_ID_PATTERN})\.json")
+    for text in output_texts(nbformat.read(executed, as_version=4)):
+        for found in named.finditer(text):
+            candidate = run_dir / "records" / f"{found.group(1)}.json"
+            if candidate.exists():
+                return candidate
+    return None
 
 
 def output_texts(notebook: nbformat.NotebookNode) -> list[str]:
@@ -217,13 +235,34 @@ def readme_overview(readme: str) -> str:
     return readme[: start + after.start()] if after else readme
 
 
+def reference_pages(root: Path = ROOT) -> list[str]:
+    """The repository paths of docs/'s pages, in the book's order."""
+    names = [path.stem for path in sorted((root / "docs").glob("*.md"))]
+    ordered = [n for n in REFERENCE_ORDER if n in names] + [n for n in names
+                                                             if n not in REFERENCE_ORDER]
+    return [f"docs/{name}.md" for name in ordered]
+
+
+def book_path(path: str) -> str:
+    """Where a repository file's page goes in the book (index.md, 01_...ipynb, docs/...md).
+
+    README.md is the front page, the notebooks sit beside it, docs/ keeps its folder.
+    """
+    if path == "README.md":
+        return "index.md"
+    return posixpath.basename(path) if path.startswith("notebooks/") else path
+
+
 def rewrite_links(text: str, here: str, repo: str, front_anchors: set[str],
                   pages: set[str]) -> str:
     """Point a Markdown text's links at the book's pages, or at the repository on GitHub.
 
-    ``here`` is the text's path in the repository (README.md, notebooks/01_...ipynb); the
-    front page's anchors and the pages' repository paths say what the book has.
+    ``here`` is the text's path in the repository (README.md, notebooks/01_...ipynb,
+    docs/settings.md); the front page's anchors and the pages' repository paths (notebooks and
+    docs/ pages) say what the book has. Links between pages become relative to ``here``'s place
+    in the book.
     """
+    folder = posixpath.dirname(book_path(here))
 
     def fix(match: re.Match) -> str:
         target = match.group(2)
@@ -232,15 +271,14 @@ def rewrite_links(text: str, here: str, repo: str, front_anchors: set[str],
         path, _, anchor = target.partition("#")
         suffix = f"#{anchor}" if anchor else ""
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(here), path or here))
-        in_book = not anchor or anchor in front_anchors
+        if resolved == "README.md":
+            in_book = not anchor or anchor in front_anchors
+        else:
+            in_book = resolved in pages or resolved.startswith("images/")  # images are copied
         if not path and (here != "README.md" or in_book):
             new = target  # an anchor on the same page
-        elif resolved == "README.md" and in_book:
-            new = f"index.md{suffix}"
-        elif resolved in pages:
-            new = posixpath.basename(resolved) + suffix
-        elif resolved.startswith("images/"):
-            new = resolved  # copied into the book
+        elif in_book:
+            new = posixpath.relpath(book_path(resolved), folder or ".") + suffix
         else:
             new = f"{repo}/blob/main/{resolved}{suffix}"
         return match.group(1) + new + match.group(3)
@@ -277,16 +315,24 @@ def book_notebook(executed: Path, repo: str, provenance: Provenance, front_ancho
     return notebook
 
 
-def front_page(readme: str, repo: str, provenance: Provenance, pages: list[str]) -> str:
-    """The README's overview, the run's provenance and the series' table of contents."""
+def front_page(readme: str, repo: str, provenance: Provenance, pages: list[str],
+               reference: tuple[str, ...] | list[str] = ()) -> str:
+    """The README's overview, the run's provenance and the tables of contents: the series, then
+    the reference pages of docs/."""
     overview = readme_overview(readme)
     anchors = front_page_anchors(readme)
-    overview = rewrite_links(overview, "README.md", repo, anchors, set(pages))
+    overview = rewrite_links(overview, "README.md", repo, anchors, {*pages, *reference})
     toctree = "\n".join(posixpath.basename(p).removesuffix(".ipynb") for p in pages)
-    return (f"{overview.rstrip()}\n\nThe rest of the README (setting up, settings, results, "
-            f"design decisions) is [on GitHub]({repo}/blob/main/README.md).\n\n"
+    text = (f"{overview.rstrip()}\n\nSetting up, running, the tests, Colab and Kaggle and getting "
+            f"the data are in the [README on GitHub]({repo}/blob/main/README.md)"
+            + ("; settings, results and the other reference pages follow the notebooks here"
+               if reference else "") + ".\n\n"
             f"## About the outputs in this book\n\n{provenance_markdown(provenance, 'this book')}\n"
             f"```{{toctree}}\n:caption: The series\n:hidden:\n\n{toctree}\n```\n")
+    if reference:
+        listed = "\n".join(book_path(p).removesuffix(".md") for p in reference)
+        text += f"\n```{{toctree}}\n:caption: Reference\n:hidden:\n\n{listed}\n```\n"
+    return text
 
 
 def front_page_anchors(readme: str) -> set[str]:
@@ -296,30 +342,47 @@ def front_page_anchors(readme: str) -> set[str]:
     return {slug(h) for h in headings} | {"about-the-outputs-in-this-book"}
 
 
-def shown_images(text: str) -> set[str]:
-    """The images/ files a Markdown text links to."""
-    return {t for t in (m.group(2) for m in LINK.finditer(text)) if t.startswith("images/")}
+def shown_images(text: str, folder: str = "") -> set[str]:
+    """The images/ files a Markdown text in ``folder`` of the book links to."""
+    targets = (posixpath.normpath(posixpath.join(folder, m.group(2))) for m in LINK.finditer(text))
+    return {t for t in targets if t.startswith("images/")}
 
 
-def write_source(source: Path, executed: list[Path], provenance: Provenance, repo: str) -> None:
-    """The Sphinx source folder: conf.py, the front page, the pages and what they link to."""
+def write_source(source: Path, executed: list[Path], provenance: Provenance, repo: str,
+                 reference: list[str] | None = None,
+                 pages_provenance: dict[str, Provenance] | None = None) -> None:
+    """The Sphinx source folder: conf.py, the front page, the pages and what they link to.
+
+    ``reference``: the repository paths of the docs/ pages to add after the notebooks.
+    ``pages_provenance``: {notebook name: its run} for a page whose outputs come from a run of
+    their own (notebook 05's); the others show ``provenance``, the series' run.
+    """
+    pages_provenance = pages_provenance or {}
     clear(source, SOURCE_MARKER)
     source.mkdir(parents=True)
     (source / SOURCE_MARKER).write_text("made by tools/build_book.py; cleared on each build\n")
     readme = (ROOT / "README.md").read_text()
+    reference = list(reference or [])
     pages = [f"notebooks/{path.name}" for path in executed]
-    texts = [front_page(readme, repo, provenance, pages)]
-    (source / "index.md").write_text(texts[0])
+    in_book = {*pages, *reference}
+    texts = [(front_page(readme, repo, provenance, pages, reference), "")]
+    (source / "index.md").write_text(texts[0][0])
     anchors = front_page_anchors(readme)
     for path in executed:
-        page = book_notebook(path, repo, provenance, anchors, set(pages))
+        page = book_notebook(path, repo, pages_provenance.get(path.name, provenance), anchors,
+                             in_book)
         nbformat.write(page, source / path.name)
-        texts += [cell.source for cell in page.cells if cell.cell_type == "markdown"]
+        texts += [(cell.source, "") for cell in page.cells if cell.cell_type == "markdown"]
         for folder, original in (("notebooks", ROOT / "notebooks" / path.name),
                                  ("executed", path)):
             (source / DOWNLOADS / folder).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(original, source / DOWNLOADS / folder / path.name)
-    for image in set().union(*map(shown_images, texts)):
+    for doc in reference:
+        text = rewrite_links((ROOT / doc).read_text(), doc, repo, anchors, in_book)
+        (source / book_path(doc)).parent.mkdir(parents=True, exist_ok=True)
+        (source / book_path(doc)).write_text(text)
+        texts.append((text, posixpath.dirname(book_path(doc))))
+    for image in set().union(*(shown_images(text, folder) for text, folder in texts)):
         if (ROOT / image).is_file():
             (source / image).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ROOT / image, source / image)

@@ -1,4 +1,4 @@
-"""Make the README's figures in images/.
+"""Make the figures of the README and docs/results.md in images/.
 
     python tools/make_readme_figures.py                       # synthetic sample grid
     python tools/make_readme_figures.py --record RUN.json     # plus training curves of a run

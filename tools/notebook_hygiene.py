@@ -18,6 +18,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import nbformat
 
@@ -26,6 +27,7 @@ NOTEBOOKS = ROOT / "notebooks"
 NAV_PATTERN = re.compile(r"<!-- nav -->.*?<!-- /nav -->", re.DOTALL)
 LAUNCH_PATTERN = re.compile(r"<!-- launch -->.*?<!-- /launch -->", re.DOTALL)
 SETUP_MARK = "# On Colab or Kaggle"
+DRIVE_RUN_DIR = "/content/drive/MyDrive/cxr-runs"  # the setup cell's run dir on Colab
 
 
 def repository(pyproject: Path = ROOT / "pyproject.toml") -> str:
@@ -45,22 +47,40 @@ def launch_links(name: str, repo: str) -> str:
 
 
 def setup_cell(repo: str) -> str:
-    """The first code cell: on Colab or Kaggle, clone the project and install its packages."""
+    """The first code cell: on Colab or Kaggle, clone the project and install its packages.
+
+    Offline (a Kaggle notebook with Internet off) it stops with one line naming the fix; on Colab
+    it keeps the run dir on Google Drive, so that the next notebook, in a runtime of its own,
+    finds what this one made (cxr_support/hosted.py).
+    """
     folder = repo.rsplit("/", 1)[-1]
+    host = urlsplit(repo).hostname
     return f"""{SETUP_MARK}: fetch the project and its packages (elsewhere this does nothing).
 from __future__ import annotations  # for the cells below too
 
 import importlib.util
 import os
+import socket
 import sys
 
 PROJECT = "{repo}"
-HOSTED = "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
-if HOSTED and importlib.util.find_spec("cxr_utils") is None:
+DRIVE_RUN_DIR = "{DRIVE_RUN_DIR}"  # Colab: the run dir on Drive; None: not kept
+COLAB, KAGGLE = "google.colab" in sys.modules, "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+if (COLAB or KAGGLE) and importlib.util.find_spec("cxr_utils") is None:
+    try:
+        socket.create_connection(("{host}", 443), timeout=10).close()
+    except OSError:
+        fix = ("switch Internet on in the notebook's settings (needs a phone-verified account)"
+               if KAGGLE else "reconnect the runtime")
+        raise ConnectionError(f"No internet to fetch the project: {{fix}}, then rerun") from None
     if not os.path.isdir("{folder}"):
         !git clone -q --depth 1 {{PROJECT}} {folder}
     %pip install -q -e {folder}
-    sys.path.insert(0, os.path.abspath("{folder}"))"""
+    sys.path.insert(0, os.path.abspath("{folder}"))
+if COLAB and DRIVE_RUN_DIR and "CXR_RUN_DIR" not in os.environ:
+    from google.colab import drive
+    drive.mount("/content/drive")  # Colab asks for permission
+    os.environ["CXR_RUN_DIR"] = DRIVE_RUN_DIR"""
 
 
 def launch_table(paths: list[Path], repo: str) -> str:
@@ -70,9 +90,13 @@ def launch_table(paths: list[Path], repo: str) -> str:
     return "<!-- launch -->\n" + "\n".join(lines) + "\n<!-- /launch -->"
 
 
+LESSON_NAME = re.compile(r"\d\d_[a-z0-9_]+\.ipynb")  # 02_training_on_gpu.ipynb, not a copy
+
+
 def numbered_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
-    """The series, in order."""
-    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    """The series, in order: the lessons only, not a learner's scratch copy of one
+    (02_training_on_gpu-Copy1.ipynb) or a notebook of another name."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if LESSON_NAME.fullmatch(p.name))
 
 
 def title_of(notebook: nbformat.NotebookNode) -> str:

@@ -1,4 +1,4 @@
-"""Run every numbered notebook headless, in order, into the run dir (never rewriting notebooks/).
+"""Run every lesson headless, in order, into the run dir (never rewriting notebooks/).
 
     python tools/run_series.py            # all notebooks
     python tools/run_series.py 01 02      # only those whose names start with 01 or 02
@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import nbformat
 from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
+from notebook_hygiene import NOTEBOOKS, numbered_notebooks
 
 from cxr_support.config import load_config
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def main(prefixes: list[str]) -> int:
     out_dir = load_config().run_dir / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+    for path in numbered_notebooks():  # the lessons, not scratch copies
         if prefixes and not any(path.name.startswith(p) for p in prefixes):
             continue
         notebook = nbformat.read(path, as_version=4)
