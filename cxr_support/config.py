@@ -39,6 +39,7 @@ class Config:
     """Every setting of a run, with where each value came from (notebooks print it first thing)."""
 
     data_dir: Path | None
+    external_dir: Path | None
     device: str
     quick: bool
     seed: int
@@ -149,6 +150,7 @@ def _parse_optional_int(text: str) -> int | None:
 
 _ENV = {
     "data_dir": ("CXR_DATA_DIR", _parse_path),
+    "external_dir": ("CXR_EXTERNAL_DIR", _parse_path),
     "device": ("CXR_DEVICE", devices.check_device_choice),
     "quick": ("CXR_QUICK", parse_bool),
     "seed": ("CXR_SEED", _parse_int),
@@ -249,6 +251,7 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
     for name, value in {
         **defaults,
         "data_dir": None,
+        "external_dir": None,
         "seed": 42,
         "pretrained": "auto",
         "train_mode": "auto",
@@ -330,9 +333,9 @@ def check_settings(values: dict[str, Any], sources: dict[str, str]) -> None:
 def _check_paths(values: dict[str, Any], sources: dict[str, str]) -> None:
     """Paths as absolute Paths.
 
-    The data dir not a file, the weights file not a folder, the run dir writable.
+    The data dirs not files, the weights file not a folder, the run dir writable.
     """
-    for name in ("data_dir", "weights_file", "run_dir"):
+    for name in ("data_dir", "external_dir", "weights_file", "run_dir"):
         value = values[name]
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise _invalid(name, value, "a path", sources)
@@ -341,6 +344,10 @@ def _check_paths(values: dict[str, Any], sources: dict[str, str]) -> None:
             and not values["data_dir"].is_dir()):
         raise _invalid("data_dir", values["data_dir"],
                        "a folder (the unpacked chest_xray folder), not a file", sources)
+    if (values["external_dir"] is not None and values["external_dir"].exists()
+            and not values["external_dir"].is_dir()):
+        raise _invalid("external_dir", values["external_dir"],
+                       "a folder (with one folder of images per class), not a file", sources)
     if values["weights_file"] is not None and values["weights_file"].is_dir():
         raise _invalid("weights_file", values["weights_file"],
                        "a file (torchvision's weights file, e.g. resnet50-11ad3fa6.pth), "

@@ -35,6 +35,7 @@ def full_env(tmp_path: Path) -> dict[str, str]:
     """An environment that sets every CXR_* variable to a non-default value."""
     return {
         "CXR_DATA_DIR": str(tmp_path / "data"),
+        "CXR_EXTERNAL_DIR": str(tmp_path / "other-hospital"),
         "CXR_DEVICE": " CPU ",
         "CXR_QUICK": "false",
         "CXR_SEED": "7",
@@ -132,6 +133,7 @@ def test_env_values_are_parsed_and_sourced(full_env, tmp_path):
     """Every CXR_* variable is parsed to its type and recorded as 'env CXR_...'."""
     config = load_config(environ=full_env)
     assert config.data_dir == tmp_path / "data"
+    assert config.external_dir == tmp_path / "other-hospital"
     assert config.quick is False
     assert config.seed == 7
     assert config.image_size == 128

@@ -46,7 +46,7 @@ BAD_ENV = [
     ("CXR_POSITIVE_CLASS", "a/b", "one class folder"),
 ]
 # checked in the tests further down
-PATH_VARIABLES = {"CXR_DATA_DIR", "CXR_WEIGHTS_FILE", "CXR_RUN_DIR"}
+PATH_VARIABLES = {"CXR_DATA_DIR", "CXR_EXTERNAL_DIR", "CXR_WEIGHTS_FILE", "CXR_RUN_DIR"}
 # checked against the machine by cxr_support.devices (tests/test_config.py)
 OTHER_CHECKS = {"CXR_DEVICE"}
 
@@ -221,6 +221,15 @@ def test_data_dir_that_is_a_file_fails(tmp_path):
     archive.write_bytes(b"PK")
     with pytest.raises(ValueError, match="CXR_DATA_DIR") as caught:
         load_config(environ={**QUICK, "CXR_DATA_DIR": str(archive)})
+    assert str(archive) in str(caught.value) and "not a file" in str(caught.value)
+
+
+def test_external_dir_that_is_a_file_fails(tmp_path):
+    """CXR_EXTERNAL_DIR (notebook 06's other hospital) pointing at a file fails at once."""
+    archive = tmp_path / "nih-children.zip"
+    archive.write_bytes(b"PK")
+    with pytest.raises(ValueError, match="CXR_EXTERNAL_DIR") as caught:
+        load_config(environ={**QUICK, "CXR_EXTERNAL_DIR": str(archive)})
     assert str(archive) in str(caught.value) and "not a file" in str(caught.value)
 
 
