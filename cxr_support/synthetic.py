@@ -200,9 +200,48 @@ def _move_aside(root: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+# "Another hospital" (make_other_hospital): the same drawing, another exposure: contrast times
+# 0.6 around mid-grey, then 20 grey levels brighter
+OTHER_EXPOSURE = (0.6, 20)
+
+
+def make_other_hospital(out_dir: Path, seed: int = 1,
+                        patients: tuple[int, int] = (20, 30)) -> Path:
+    """A synthetic "other hospital" for notebook 06's external check; return its folder.
+
+    Class folders only (``NORMAL/``, ``PNEUMONIA/``), films drawn like the main sample's but
+    with another exposure (``OTHER_EXPOSURE``: lower contrast, brighter), as a different machine
+    or protocol would give. Deterministic; rebuilt when incomplete.
+    """
+    root = Path(out_dir) / f"other-hospital-seed{seed}"
+    stamp = {"generator_version": SYNTHETIC_VERSION, "seed": seed, "patients": list(patients),
+             "exposure": list(OTHER_EXPOSURE)}
+    if _is_complete(root, stamp):
+        return root
+    remove_stale_temporaries(Path(out_dir))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".other-{owner_tag()}-", dir=out_dir))
+    try:
+        for label, n_patients in enumerate(patients):
+            folder = tmp_root / CLASS_NAMES[label]
+            folder.mkdir()
+            for patient in range(1, n_patients + 1):
+                _write_synthetic_patient(folder, np.random.default_rng([seed, 99, label, patient]),
+                                         label, patient, exposure=OTHER_EXPOSURE)
+        (tmp_root / "SYNTHETIC.json").write_text(json.dumps(stamp))
+        _publish(tmp_root, root, stamp)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return root
+
+
 def _write_synthetic_patient(folder: Path, rng: np.random.Generator, label: int,
-                             patient: int) -> None:
-    """Write one synthetic patient's 1 to 3 films, named as in the Kaggle data."""
+                             patient: int, exposure: tuple[float, float] | None = None) -> None:
+    """Write one synthetic patient's 1 to 3 films, named as in the Kaggle data.
+
+    ``exposure`` (contrast, brightness) changes every film's grey levels: 128 + contrast *
+    (grey - 128) + brightness.
+    """
     anatomy = _patient_anatomy(rng, pneumonia=bool(label))
     base = int(rng.integers(1000, 1500) if rng.random() < 0.06 else rng.integers(300, 640))
     height, width = base, int(base * rng.uniform(1.0, 1.4))
@@ -215,6 +254,10 @@ def _write_synthetic_patient(folder: Path, rng: np.random.Generator, label: int,
         scale = min(1.0, 320 / width)  # draw at <= 320 px (fast), then upsample
         pixels = synthetic_xray(rng, round(height * scale), round(width * scale), anatomy,
                                 bool(label))
+        if exposure is not None:
+            contrast, brightness = exposure
+            grey = 128 + contrast * (pixels.astype(np.float32) - 128) + brightness
+            pixels = np.clip(grey, 0, 255).astype(np.uint8)
         image = Image.fromarray(pixels).resize((width, height), Image.Resampling.BICUBIC)
         if rng.random() < 0.05:
             image = image.convert("RGB")
