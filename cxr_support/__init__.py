@@ -25,8 +25,10 @@ Concerns, above them:
 - ``dataset``: finding and listing the dataset's files; the saved split;
 - ``pixel_cache``: decoding every image once into a tensor, cached on disk;
 - ``feature_cache``: the frozen backbone's features, computed once and cached;
+- ``external``: another hospital's films (``CXR_EXTERNAL_DIR``), checked and decoded once;
 - ``plots`` and ``tables``: the figures and tables of the notebooks;
 - ``records``: one JSON record per run;
+- ``model_card``: a model card written from a run's record;
 - ``checkpoints``: writing and reading checkpoint files safely;
 - ``config``: the one config of a run, from ``CXR_*`` environment variables;
 - ``jovian_transport``: checking that Jovian is configured and reachable, within a deadline.

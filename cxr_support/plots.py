@@ -275,3 +275,49 @@ def plot_run_curves(records: Sequence[dict[str, Any]]) -> None:
     axes[1].set(xlabel="epoch", ylabel="validation accuracy")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
+
+
+def show_box(images: torch.Tensor, mask: torch.Tensor, titles: Sequence[str], title: str) -> None:
+    """Films (N x 1 x H x W in [0, 1]) with the outline of a boolean H x W mask drawn on them."""
+    fig, axes = plt.subplots(1, len(images), figsize=(2.8 * len(images), 3.2), squeeze=False)
+    for ax, image, name in zip(axes[0], images, titles):
+        ax.imshow(image[0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.contour(mask.cpu().numpy().astype(float), levels=[0.5], colors="red", linewidths=1.5)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+
+
+def plot_share_by_outcome(shares: dict[str, np.ndarray], uniform: float) -> None:
+    """Box plots of each outcome's per-film share (TP, FP, FN, TN), with every film as a dot and
+    the share a uniform map would give."""
+    names = [name for name in shares if len(shares[name])]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.boxplot([shares[name] for name in names], showfliers=False)
+    rng = np.random.default_rng(0)
+    for position, name in enumerate(names, start=1):
+        jitter = rng.uniform(-0.12, 0.12, len(shares[name]))
+        ax.plot(position + jitter, shares[name], ".", alpha=0.35, color="tab:blue")
+    ax.axhline(uniform, color="gray", ls="--", label=f"a uniform map ({uniform:.2f})")
+    ax.set_xticks(range(1, len(names) + 1),
+                  [f"{name}\n({len(shares[name])} films)" for name in names])
+    ax.set(ylim=(0, 1), ylabel="share of Grad-CAM inside the lung box",
+           title="Where the model looks, per outcome")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+
+
+def plot_decision_curve(thresholds: np.ndarray, curves: dict[str, np.ndarray],
+                        chosen: float | None = None) -> None:
+    """Net benefit against the threshold probability, one line per strategy."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in curves.items():
+        ax.plot(thresholds, values, label=name, ls="--" if name.startswith("treat") else "-")
+    if chosen is not None:
+        ax.axvline(chosen, color="gray", lw=0.8, label=f"threshold from validation ({chosen:.2f})")
+    top = max(float(np.nanmax(v)) for v in curves.values())
+    ax.set(xlim=(0, 1), ylim=(-0.05, max(top, 0.05) * 1.1), xlabel="threshold probability",
+           ylabel="net benefit (true positives per film)", title="Decision curve")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
