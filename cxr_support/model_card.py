@@ -134,8 +134,8 @@ def _trust_lines(trust: dict[str, Any]) -> list[str]:
               f"On the test split (share of pneumonia {num(decision.get('prevalence'))}, set by "
               f"curation): at the chosen threshold the model's net benefit is "
               f"{num(decision.get('model_at_threshold'))} against "
-              f"{num(decision.get('treat_all_at_threshold'))} for treating every child and 0 for "
-              "treating none.", ""]
+              f"{num(decision.get('treat_all_at_threshold'))} for treating every child (treating "
+              "none gains nothing and costs nothing).", ""]
     external = trust.get("external")
     lines += ["## External check", ""]
     if external:

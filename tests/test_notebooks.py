@@ -17,9 +17,9 @@ spec.loader.exec_module(hygiene)
 NOTEBOOKS = hygiene.numbered_notebooks()
 
 
-def test_the_series_has_five_numbered_notebooks():
-    """01 to 05 exist, numbered in order."""
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+def test_the_series_has_six_numbered_notebooks():
+    """01 to 06 exist, numbered in order."""
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
 
 
 def test_notebooks_are_clean_and_links_fresh():
