@@ -33,6 +33,7 @@ SETTINGS = {"CXR_QUICK": "1", "CXR_EPOCHS": "2", "CXR_IMAGE_SIZE": "32", "CXR_MA
             "CXR_PRETRAINED": "0", "MPLBACKEND": "Agg"}
 NOTEBOOKS = [path.name for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
 PAGES = [name.removesuffix(".ipynb") + ".html" for name in NOTEBOOKS]
+CARD = ["model-card.html"]  # the series run's model card, written by notebook 06
 sys.path.insert(0, str(ROOT / "tools"))  # build_book imports notebook_hygiene beside it
 # the reference pages of docs/, after the notebooks, in the book's order
 DOCS = [path.removesuffix(".md") + ".html"
@@ -181,7 +182,7 @@ def executed_outputs(book: dict[str, Path], name: str) -> tuple[int, int]:
 
 
 def test_the_site_has_a_front_page_a_page_per_notebook_and_search(pages):
-    assert set(pages) == {"index.html", *PAGES, *DOCS, "search.html", "genindex.html"}
+    assert set(pages) == {"index.html", *PAGES, *CARD, *DOCS, "search.html", "genindex.html"}
 
 
 def test_every_page_loads_without_errors_or_requests_to_other_hosts(pages):
@@ -226,10 +227,10 @@ def test_every_link_inside_the_site_points_at_an_existing_page_and_anchor(book, 
 
 
 def test_navigation_follows_the_series(base_url, pages):
-    for name in ["index.html", *PAGES, *DOCS]:
+    for name in ["index.html", *PAGES, *CARD, *DOCS]:
         sidebar = [path.lstrip("/") for path in pages[name]["sidebar"]]
-        assert sidebar == ["index.html", *PAGES, *DOCS], name
-    chain = ["index.html", *PAGES, *DOCS]
+        assert sidebar == ["index.html", *PAGES, *CARD, *DOCS], name
+    chain = ["index.html", *PAGES, *CARD, *DOCS]
     for here, there in zip(chain, chain[1:]):
         assert pages[here]["next"] == base_url + there
     nav = [link["href"] for link in pages[PAGES[0]]["links"] if link["text"] == "Contents"]

@@ -190,3 +190,19 @@ def test_only_the_lessons_are_pages_not_a_learner_s_scratch_copy(tmp_path):
         (tmp_path / name).write_text("{}")
     found = [p.name for p in build_book.numbered_notebooks(tmp_path)]
     assert found == ["01_data_preview.ipynb", "02_training_on_gpu.ipynb"]
+
+
+def test_the_model_card_of_the_series_run_is_a_page_after_the_notebooks(tmp_path):
+    name = sorted((ROOT / "notebooks").glob("06_*.ipynb"))[0].name
+    executed = tmp_path / name
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 6")]),
+                   executed)
+    source = tmp_path / "source"
+    card = "# Model card: run X\n\nIntended use: teaching.\n"
+    build_book.write_source(source, [executed], build_book.describe_run(None), REPO, [], None,
+                            card)
+    assert (source / "model-card.md").read_text() == card
+    index = (source / "index.md").read_text()
+    assert f"\n{name.removesuffix('.ipynb')}\nmodel-card\n```" in index
+    build_book.write_source(tmp_path / "no-card", [executed], build_book.describe_run(None), REPO)
+    assert not (tmp_path / "no-card" / "model-card.md").exists()

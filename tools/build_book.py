@@ -39,6 +39,7 @@ from cxr_support.records import RUN_ID_PATTERN, read_record
 ROOT = Path(__file__).resolve().parent.parent
 TITLE = "Transfer learning on chest X-rays with PyTorch"
 SOURCE_MARKER = ".book-source"  # marks a source folder this tool made, so it may clear it
+MODEL_CARD = "model-card"  # the page of the series run's model card, after the notebooks
 DOWNLOADS = "_downloads_src"  # notebooks to download, in the source folder but not pages
 LINK = re.compile(r"(\]\()([^)\s]+)(\))")  # the target of a Markdown link or image
 # the reference pages of docs/, in the book's order; any other docs/*.md page follows them
@@ -102,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         if own is not None and own != record_path:
             pages[path.name] = describe_run(read_record(own))
             print(f"  {path.name}: outputs from run record {own}")
+    card = run_dir / "model_cards" / f"{record_path.stem}.md" if record_path else None
+    card_text = card.read_text() if card and card.exists() else None  # notebook 06 wrote it
     out = args.out.resolve()
     source = out.parent / f"{out.name}-source"
-    write_source(source, executed, provenance, repository(), reference_pages(), pages)
+    write_source(source, executed, provenance, repository(), reference_pages(), pages, card_text)
     code = sphinx_build(source, out)
     if code == 0:
         print(f"book built in {time.perf_counter() - start:.0f} s: {out / 'index.html'}\n"
@@ -316,13 +319,14 @@ def book_notebook(executed: Path, repo: str, provenance: Provenance, front_ancho
 
 
 def front_page(readme: str, repo: str, provenance: Provenance, pages: list[str],
-               reference: tuple[str, ...] | list[str] = ()) -> str:
+               reference: tuple[str, ...] | list[str] = (), card: bool = False) -> str:
     """The README's overview, the run's provenance and the tables of contents: the series, then
     the reference pages of docs/."""
     overview = readme_overview(readme)
     anchors = front_page_anchors(readme)
     overview = rewrite_links(overview, "README.md", repo, anchors, {*pages, *reference})
-    toctree = "\n".join(posixpath.basename(p).removesuffix(".ipynb") for p in pages)
+    toctree = "\n".join([*(posixpath.basename(p).removesuffix(".ipynb") for p in pages),
+                         *([MODEL_CARD] if card else [])])
     text = (f"{overview.rstrip()}\n\nSetting up, running, the tests, Colab and Kaggle and getting "
             f"the data are in the [README on GitHub]({repo}/blob/main/README.md)"
             + ("; settings, results and the other reference pages follow the notebooks here"
@@ -350,12 +354,14 @@ def shown_images(text: str, folder: str = "") -> set[str]:
 
 def write_source(source: Path, executed: list[Path], provenance: Provenance, repo: str,
                  reference: list[str] | None = None,
-                 pages_provenance: dict[str, Provenance] | None = None) -> None:
+                 pages_provenance: dict[str, Provenance] | None = None,
+                 card: str | None = None) -> None:
     """The Sphinx source folder: conf.py, the front page, the pages and what they link to.
 
     ``reference``: the repository paths of the docs/ pages to add after the notebooks.
     ``pages_provenance``: {notebook name: its run} for a page whose outputs come from a run of
-    their own (notebook 05's); the others show ``provenance``, the series' run.
+    their own (notebook 05's); the others show ``provenance``, the series' run. ``card``: the
+    series run's model card (notebook 06), a page after the notebooks.
     """
     pages_provenance = pages_provenance or {}
     clear(source, SOURCE_MARKER)
@@ -365,7 +371,9 @@ def write_source(source: Path, executed: list[Path], provenance: Provenance, rep
     reference = list(reference or [])
     pages = [f"notebooks/{path.name}" for path in executed]
     in_book = {*pages, *reference}
-    texts = [(front_page(readme, repo, provenance, pages, reference), "")]
+    texts = [(front_page(readme, repo, provenance, pages, reference, card is not None), "")]
+    if card is not None:
+        (source / f"{MODEL_CARD}.md").write_text(card)
     (source / "index.md").write_text(texts[0][0])
     anchors = front_page_anchors(readme)
     for path in executed:
