@@ -31,8 +31,8 @@ from torchvision import transforms as T
 
 from cxr_support import checkpoints, dataset, devices, jovian_transport
 from cxr_support.config import ARCHS
-from cxr_support.dataset import CLASS_NAMES
 from cxr_support.images import decode_resized, read_xray, to_grayscale
+from cxr_support.names import CLASS_NAMES
 from cxr_support.pixel_cache import XraySplit, load_pixels
 from cxr_support.progress import progress_bar
 from cxr_support.records import best_epoch

@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from cxr_support import dataset, devices, records
+from cxr_support import dataset, devices, provenance, records
 from cxr_support.config import Config, load_config
 from cxr_support.records import best_epoch
 from cxr_support.weights import load_imagenet_weights
@@ -174,7 +174,7 @@ def save_run(config: Config, args: argparse.Namespace, model: PneumoniaCnnModel,
     print("checkpoint:", checkpoint_path)
     per_step = config.batch_size * world_size
     record_path = records.create_record(config.run_dir, {
-        "run_id": run_id, "created": records.now_iso(), "config": config.as_dict(),
+        "run_id": run_id, "created": provenance.now_iso(), "config": config.as_dict(),
         "git_commit": records.git_commit(), "environment": records.environment_summary(device),
         "dataset": records.dataset_summary(data["root"], data["synthetic"], data["splits"]),
         "model": info,

@@ -18,7 +18,7 @@ from PIL import Image
 
 # The project's helpers, imported in this one place: the lessons' (cxr_utils) and the
 # support package's.
-from cxr_support.dataset import CLASS_NAMES
+from cxr_support.names import CLASS_NAMES
 from cxr_support.synthetic import _patient_anatomy, synthetic_xray
 from cxr_utils import autocast_settings
 

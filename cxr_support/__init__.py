@@ -11,6 +11,8 @@ Generic, at the bottom (they import nothing of the package):
 - ``errors``: ``DataError``, and any exception summed up in one line;
 - ``paths``: the project folder, and paths as printable text;
 - ``names``: the class and split folder names of the Kaggle layout;
+- ``switches``: on/off settings read from text (``parse_bool``);
+- ``provenance``: when and with which libraries a file was made;
 - ``atomic_files``: writes that never leave half a file;
 - ``devices``: which accelerators this machine has;
 - ``progress``: progress bars that a saved notebook shows finished.

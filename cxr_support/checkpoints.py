@@ -17,7 +17,7 @@ import torch
 from cxr_support import hosted
 from cxr_support.atomic_files import create_exclusive
 from cxr_support.errors import error_summary
-from cxr_support.records import library_versions, now_iso
+from cxr_support.provenance import library_versions, now_iso
 
 # 2: the network named by 'arch' alone
 # (format 1 also had 'architecture', e.g. 'resnet50-gray-1logit')

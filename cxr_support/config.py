@@ -2,7 +2,7 @@
 
 The config is read from CXR_* environment variables. ``load_config`` builds a frozen
 ``Config`` from the environment, notebook overrides and defaults, and remembers where each
-value came from; ``Config.show`` prints it as a table.
+value came from; ``Config.rows`` lists it for a table (``tables.show_table(config.rows())``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cxr_support import devices, tables, weights
+from cxr_support import devices, weights
 from cxr_support.paths import PROJECT_ROOT
+from cxr_support.switches import parse_bool
 
 # torchvision ResNets the series can build, load weights for and checkpoint
 ARCHS = ("resnet18", "resnet34", "resnet50")
@@ -70,10 +71,6 @@ class Config:
             if field.name != "sources"
         ]
 
-    def show(self) -> None:
-        """Display the config as a table: setting, value, source."""
-        tables.show_table(self.rows())
-
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-friendly values (paths as strings)."""
         out = {}
@@ -82,16 +79,6 @@ class Config:
                 value = getattr(self, field.name)
                 out[field.name] = str(value) if isinstance(value, Path) else value
         return out
-
-
-def parse_bool(text: str) -> bool:
-    """1/true/yes/on or 0/false/no/off (any case) as a bool; a ValueError for anything else."""
-    lowered = text.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"expected 1/0/true/false, got {text!r}")
 
 
 def _parse_choice(*choices: str):
@@ -209,8 +196,13 @@ def default_run_dir(env: Mapping[str, str]) -> Path:
     return PROJECT_ROOT / "runs"
 
 
-def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Config:
-    """Build the run's config from CXR_* environment variables, notebook overrides and defaults."""
+def load_config(environ: dict[str, str] | None = None,
+                quick_defaults: Mapping[str, Any] | None = None, **overrides: Any) -> Config:
+    """Build the run's config from CXR_* environment variables, notebook overrides and defaults.
+
+    ``quick_defaults`` replaces some of QUICK_DEFAULTS for one notebook (notebook 5 trains 2
+    epochs in quick mode); the environment and the overrides still come first.
+    """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -246,7 +238,7 @@ def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Conf
                  "fixed feature extractor at full size)" if cpu_features
             else "auto (no accelerator)"
         )
-    defaults = (QUICK_DEFAULTS if values["quick"]
+    defaults = ({**QUICK_DEFAULTS, **(quick_defaults or {})} if values["quick"]
                 else CPU_FEATURE_DEFAULTS if cpu_features else FULL_DEFAULTS)
     for name, value in {
         **defaults,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cxr_support.config import parse_bool
+from cxr_support.switches import parse_bool
 
 DEFAULT_API_URL = "https://api.jovian.com/"
 

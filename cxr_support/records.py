@@ -15,18 +15,19 @@ import secrets
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
-from cxr_support import hosted
+from cxr_support import hosted, provenance
 from cxr_support.atomic_files import atomic_write_text, create_exclusive, locked_file
 from cxr_support.dataset import file_list_sha256, warn_skipped
 from cxr_support.devices import device_name
 from cxr_support.download import read_download_record
 from cxr_support.paths import PROJECT_ROOT
-from cxr_support.pixel_cache import XraySplit
+
+if TYPE_CHECKING:  # a type for the annotations: no import at run time
+    from cxr_support.pixel_cache import XraySplit
 
 RUN_ID_PATTERN = r"\d{8}-\d{6}-\d{6}-[0-9a-f]{12}"
 
@@ -39,11 +40,6 @@ def new_run_id() -> str:
             + secrets.token_hex(6))
 
 
-def now_iso() -> str:
-    """The current UTC time, ISO 8601, to the second."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def git_commit(path: Path = PROJECT_ROOT) -> str | None:
     """The current git commit of the project, or None outside a git checkout."""
     try:
@@ -54,24 +50,10 @@ def git_commit(path: Path = PROJECT_ROOT) -> str | None:
         return None
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the main libraries, for records and checkpoints."""
-    import PIL
-    import torchvision
-
-    return {
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-        "pillow": PIL.__version__,
-        "numpy": np.__version__,
-    }
-
-
 def environment_summary(device: torch.device) -> dict[str, Any]:
     """Device name, CPU count and library versions for a run record."""
     info = {"device": str(device), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            **library_versions()}
+            **provenance.library_versions()}
     if device.type != "cpu":
         info["gpu"] = device_name(device)
     return info

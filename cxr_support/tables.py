@@ -8,9 +8,10 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cxr_support.pixel_cache import XraySplit
+if TYPE_CHECKING:  # a type for the annotations: no import at run time
+    from cxr_support.pixel_cache import XraySplit
 
 
 class Table:

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from cxr_support import tables
 from cxr_support.config import (
     _ENV,
     FULL_DEFAULTS,
-    PROJECT_ROOT,
     QUICK_DEFAULTS,
     Config,
     load_config,
 )
+from cxr_support.paths import PROJECT_ROOT
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(Config) if f.name != "sources"]
 
@@ -86,6 +87,19 @@ def test_quick_flag_picks_its_defaults(quick, defaults, label):
     for name, value in defaults.items():
         assert getattr(config, name) == value, name
         assert config.sources[name] == label, name
+
+
+def test_a_notebook_quick_default_gives_way_to_the_environment():
+    """quick_defaults replaces a quick-mode default only: the environment and overrides win, and
+    a full run keeps its own defaults (notebook 5 trains 2 epochs in quick mode)."""
+    two = {"epochs": 2}
+    quick = load_config(environ={"CXR_QUICK": "1"}, quick_defaults=two)
+    assert quick.epochs == 2 and quick.sources["epochs"] == "quick default"
+    from_env = load_config(environ={"CXR_QUICK": "1", "CXR_EPOCHS": "4"}, quick_defaults=two)
+    assert from_env.epochs == 4
+    assert load_config(environ={"CXR_QUICK": "1"}, quick_defaults=two, epochs=3).epochs == 3
+    full = load_config(environ={"CXR_QUICK": "0"}, quick_defaults=two)
+    assert full.epochs == FULL_DEFAULTS["epochs"]
 
 
 @pytest.mark.parametrize(("environ", "arch", "source"), [
@@ -254,25 +268,25 @@ def test_too_small_image_size_from_notebook_is_rejected(quick_env):
         load_config(environ=quick_env, image_size=16)
 
 
-# ---------------------------------------------------------------------------- Config.show / as_dict
+# ------------------------------------------------------------------- the config's table / as_dict
 
 
 def test_show_prints_every_field(full_env, capsys):
-    """show() prints a row for every setting with its value and source."""
-    load_config(environ=full_env).show()
+    """The config's rows, shown as the notebooks show them, have every setting, value, source."""
+    tables.show_table(load_config(environ=full_env).rows())
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert len(lines) == len(FIELD_NAMES) + 1  # header + one row per setting
     for name in FIELD_NAMES:
         row = next((line for line in lines if line.split()[0] == name), None)
-        assert row is not None, f"{name} missing from show()"
+        assert row is not None, f"{name} missing from the table"
         assert row.rstrip().endswith(f"env {_ENV[name][0]}"), row
     assert "sources" not in out
 
 
 def test_show_marks_auto_data_dir(quick_env, capsys):
     """An unset data_dir shows as '(auto)' (it is searched for), not 'None'."""
-    load_config(environ=quick_env).show()
+    tables.show_table(load_config(environ=quick_env).rows())
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("data_dir"))
     assert "(auto)" in row and "None" not in row
 

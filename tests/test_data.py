@@ -31,8 +31,6 @@ from helpers import (
 import cxr_utils as cxr
 from cxr_support import dataset, pixel_cache, synthetic
 from cxr_support.dataset import (
-    SPLIT_FOLDERS,
-    DataError,
     find_dataset,
     list_split,
     load_or_make_split,
@@ -40,7 +38,9 @@ from cxr_support.dataset import (
     stratified_subset,
 )
 from cxr_support.download import locate_dataset_root
+from cxr_support.errors import DataError
 from cxr_support.images import decode_resized
+from cxr_support.names import SPLIT_FOLDERS
 from cxr_support.pixel_cache import load_pixels
 
 # ----------------------------------------------------------------------------- patient ids

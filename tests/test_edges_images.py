@@ -27,8 +27,9 @@ from PIL import Image, ImageOps
 
 import cxr_utils as cxr
 from cxr_support import records
-from cxr_support.dataset import DataError, display_path
+from cxr_support.errors import DataError
 from cxr_support.images import decode_resized, read_xray, to_grayscale
+from cxr_support.paths import display_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,8 @@ import pytest
 from helpers import snapshot
 
 from cxr_support import config as config_module
-from cxr_support.config import _ENV, PROJECT_ROOT, load_config
+from cxr_support.config import _ENV, load_config
+from cxr_support.paths import PROJECT_ROOT
 
 QUICK = {"CXR_QUICK": "1"}
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import cxr_utils as cxr
-from cxr_support.dataset import DataError
+from cxr_support.errors import DataError
 from cxr_support.images import decode_resized
 from cxr_support.pixel_cache import XraySplit
 from cxr_support.plots import outcome_indices

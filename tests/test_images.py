@@ -14,9 +14,7 @@ from helpers import (
 )
 from PIL import Image, ImageCms, ImageOps
 
-from cxr_support.dataset import (
-    DataError,
-)
+from cxr_support.errors import DataError
 from cxr_support.images import decode_resized, read_xray, to_grayscale
 
 # ----------------------------------------------------------------------------- decoding odd images

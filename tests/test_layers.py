@@ -143,3 +143,91 @@ def test_the_checks_catch_a_cycle_and_a_hidden_import():
     sources["middle"] = "from . import low\nimport cxr_support.low\n"
     assert find_cycle(import_graph(sources)) is None
     assert import_graph(sources)["middle"] == {"low"}
+
+
+
+def defined_names(source: str) -> set[str]:
+    """The names a module defines at its top level (functions, classes, assigned names), and
+    those it re-exports explicitly: ``from x import y as y``, or listed in ``__all__``."""
+    found: set[str] = set()
+    tree = ast.parse(source)
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                found |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.ImportFrom):
+            found |= {a.name for a in node.names if a.asname == a.name}
+    listed = [n for n in tree.body if isinstance(n, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)]
+    for node in listed:
+        found |= {e.value for e in ast.walk(node.value) if isinstance(e, ast.Constant)}
+    return found - {"__all__"}
+
+
+def public_homes(sources: dict[str, str]) -> dict[str, list[str]]:
+    """{public name: the modules of the package that define or re-export it}."""
+    homes: dict[str, list[str]] = {}
+    for module, source in sources.items():
+        for name in sorted(defined_names(source)):
+            if not name.startswith("_"):
+                homes.setdefault(name, []).append(module)
+    return homes
+
+
+def project_code() -> dict[str, str]:
+    """{file: Python source} of the project: modules, scripts, tests, and notebooks' code cells."""
+    import nbformat
+
+    skipped = {".venv", "build", "runs", ".git"}
+    root = PACKAGE.parent
+    code = {str(p.relative_to(root)): p.read_text() for p in root.rglob("*.py")
+            if not skipped & set(p.relative_to(root).parts)}
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        for index, cell in enumerate(c for c in cells if c.cell_type == "code"):
+            lines = [line[: len(line) - len(line.lstrip())] + "pass"  # a magic or shell line
+                     if line.lstrip().startswith(("%", "!")) else line
+                     for line in cell.source.splitlines()]
+            code[f"{path.relative_to(root)}, code cell {index}"] = "\n".join(lines)
+    return code
+
+
+def imports_from_elsewhere(code: dict[str, str], homes: dict[str, list[str]]) -> list[str]:
+    """Each ``from cxr_support.M import N`` where N is defined in another module than M."""
+    found = []
+    for where, source in code.items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(NAME + "."):
+                module = node.module.split(".")[1]
+                found += [f"{where}: {a.name} from {module}, defined in {homes.get(a.name)}"
+                          for a in node.names if module not in homes.get(a.name, [module])]
+    return found
+
+
+def test_every_public_name_has_one_home():
+    """A public name of the package is defined in one module, never re-exported by another
+    (``from x import y as y`` or ``__all__``), and imported from that module wherever it is
+    imported: a name that another module merely imports is not exported by it (the rule of
+    type checkers' ``no_implicit_reexport``), so importing it from there is an error here."""
+    homes = public_homes(package_sources())
+    assert {name: where for name, where in homes.items() if len(where) > 1} == {}
+    assert imports_from_elsewhere(project_code(), homes) == []
+
+
+def test_the_one_home_checks_catch_a_second_home():
+    """A name defined twice, a re-export, and an import from a module that only imports it."""
+    sources = {
+        INIT: "",
+        "names": "CLASS_NAMES = ('A', 'B')\nLIMIT = 1\n",
+        "dataset": "from cxr_support.names import CLASS_NAMES\nLIMIT = 2\n",
+        "plots": "from cxr_support.names import CLASS_NAMES as CLASS_NAMES\n",
+    }
+    homes = public_homes(sources)
+    assert homes == {"CLASS_NAMES": ["names", "plots"], "LIMIT": ["names", "dataset"]}
+    code = {"nb.ipynb": "from cxr_support.dataset import CLASS_NAMES\n"
+                        "from cxr_support.names import CLASS_NAMES"}
+    assert imports_from_elsewhere(code, {"CLASS_NAMES": ["names"]}) == [
+        "nb.ipynb: CLASS_NAMES from dataset, defined in ['names']"]

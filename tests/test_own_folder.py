@@ -12,7 +12,8 @@ import torch
 from helpers import make_tree, run_series_notebook, snapshot, write_jpeg
 
 import cxr_utils as cxr
-from cxr_support.dataset import DataError, find_class_names, list_split
+from cxr_support.dataset import find_class_names, list_split
+from cxr_support.errors import DataError
 from cxr_support.pixel_cache import load_pixels
 
 

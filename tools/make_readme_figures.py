@@ -19,8 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cxr_support import plots, records  # noqa: E402
-from cxr_support.dataset import CLASS_NAMES, list_split  # noqa: E402
+from cxr_support.dataset import list_split  # noqa: E402
 from cxr_support.images import read_xray  # noqa: E402
+from cxr_support.names import CLASS_NAMES  # noqa: E402
 from cxr_support.synthetic import make_synthetic_dataset  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
