@@ -7,6 +7,7 @@ read lives in ``cxr_support``."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -16,6 +17,7 @@ import time
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from torchvision import transforms as T
 
 from cxr_support import checkpoints, dataset, devices, jovian_transport
 from cxr_support.config import ARCHS
-from cxr_support.images import decode_resized, read_xray, to_grayscale
+from cxr_support.images import decode_resized, read_xray, resize_square
 from cxr_support.names import CLASS_NAMES
 from cxr_support.pixel_cache import XraySplit, load_pixels
 from cxr_support.progress import progress_bar
@@ -145,18 +147,6 @@ AUGMENTATION = {
     "contrast": 0.2,
 }
 
-
-def make_transforms(image_size: int, train: bool) -> T.Compose:
-    """Square resize, plus AUGMENTATION if ``train``: 1-channel, in [0, 1] (01, 'Transforms')."""
-    steps = [T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR,
-                      antialias=True)]
-    if train:
-        a = AUGMENTATION
-        steps += [T.RandomAffine(a["degrees"], translate=(a["translate"],) * 2, scale=a["scale"]),
-                  T.ColorJitter(brightness=a["brightness"], contrast=a["contrast"])]
-    steps.append(T.ToTensor())
-    return T.Compose(steps)
-
 # 01_data_preview.ipynb, section "Transforms: resizing, and augmenting without flips"
 def to_model_input(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 grey pixels (N, 1, H, W) to the model's input: float in [0, 1] (01, 'Transforms')."""
@@ -167,6 +157,8 @@ def to_model_input(pixels: torch.Tensor) -> torch.Tensor:
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random rotation, shift, zoom, brightness, contrast: batched, on-device (01, 'Transforms')."""
+    if images.dim() == 3:  # one image (1 x H x W), as the per-file transforms hand it over
+        return augment_batch(images[None], generator)[0]
     n, _, height, width = images.shape
     device = images.device
 
@@ -191,6 +183,14 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None
     # brightness then contrast around the image mean, fused: x*b*c + mean(x*b)*(1-c)
     mean = out.mean(dim=(1, 2, 3), keepdim=True) * brightness
     return torch.addcmul(mean * (1 - contrast), out, brightness * contrast).clamp_(0, 1)
+
+# 01_data_preview.ipynb, section "Transforms: resizing, and augmenting without flips"
+def make_transforms(image_size: int, train: bool) -> T.Compose:
+    """One PIL image: the cache's resize, [0, 1], augment_batch if ``train`` (01, 'Transforms')."""
+    steps = [partial(resize_square, image_size=image_size), T.PILToTensor(), to_model_input]
+    if train:
+        steps.append(augment_batch)  # the batch augmentation, on a batch of one image
+    return T.Compose(steps)
 
 # 01_data_preview.ipynb, section "One image, the blog post's way"
 def decode_label(label_number: int, class_names: Sequence[str] = CLASS_NAMES) -> str:
@@ -662,13 +662,14 @@ def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | 
                    threshold: float = 0.5) -> dict[str, Any]:
     """Metrics at ``threshold``, ROC AUC, confusion matrix; NaN where undefined (03, 'Metrics')."""
     y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
-    pred = (p >= threshold).astype(int)
+    correct = correct_predictions(torch.as_tensor(p), torch.as_tensor(y), threshold).numpy()
+    pred = np.where(correct, y, 1 - y)  # the class predicted: the label if correct, else the other
     tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
     nan = float("nan")
     return {
         "threshold": float(threshold),
         "n": int(len(y)),
-        "accuracy": float(skm.accuracy_score(y, pred)),
+        "accuracy": float(correct.mean()),
         "sensitivity": float(tp / (tp + fn)) if tp + fn else nan,
         "specificity": float(tn / (tn + fp)) if tn + fp else nan,
         "precision": float(tp / (tp + fp)) if tp + fp else nan,
@@ -772,14 +773,10 @@ def predict_image(image: Path | str | Image.Image, model: PneumoniaCnnModel,
                   heatmap: bool = False) -> dict[str, Any]:
     """One image as in training: probability, label and optionally a heatmap (03, 'One image')."""
     size = int(metadata["image_size"])
-    if isinstance(image, Image.Image):
-        pixels = np.asarray(to_grayscale(image).resize((size, size), Image.Resampling.BILINEAR))
-    else:
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"No image at {path}: check the path.")
-        pixels, _, _ = decode_resized(path, size)
-    batch = to_model_input(torch.from_numpy(pixels.copy()).view(1, 1, size, size).to(device))
+    if not isinstance(image, Image.Image) and not Path(image).is_file():
+        raise FileNotFoundError(f"No image at {image}: check the path.")
+    pixels = torch.from_numpy(decode_resized(image, size)[0])  # grey, resize_square: as the cache
+    batch = to_model_input(pixels.view(1, 1, size, size).to(device))
     model.eval()
     with torch.no_grad():
         prob = float(torch.sigmoid(model(batch).float())[0])
@@ -928,3 +925,94 @@ class DistributedLearner(BinaryClassificationBase):
         result.update(train_loss=both[0].item() / dist.get_world_size(),
                       images_per_s=round(both[1].item(), 1))
         super().epoch_end(epoch, result)
+
+# 06_trusting_the_model.ipynb, section "A shortcut probe"
+LUNG_BOX = {"top": 0.15, "bottom": 0.80, "left": 0.15, "right": 0.85}  # fractions of the film
+
+
+def lung_mask(size: int, box: dict[str, float] = LUNG_BOX) -> torch.Tensor:
+    """A size x size mask, True inside ``box`` (06, 'A shortcut probe')."""
+    rows, cols = torch.arange(size) + 0.5, torch.arange(size) + 0.5  # pixel centres
+    inside_rows = (rows >= box["top"] * size) & (rows < box["bottom"] * size)
+    inside_cols = (cols >= box["left"] * size) & (cols < box["right"] * size)
+    return inside_rows[:, None] & inside_cols[None, :]
+
+
+def blank(split: XraySplit, mask: torch.Tensor, keep: str) -> XraySplit:
+    """The split with black inside or outside the mask (06, 'A shortcut probe').
+
+    keep='inside' keeps the box (lungs only); keep='outside' blanks it (no lungs).
+    """
+    kept = mask if keep == "inside" else ~mask
+    pixels = split.pixels * kept.to(split.pixels.dtype)  # every film, the same pixels zeroed
+    return dataclasses.replace(split, name=f"{split.name}-{keep}", pixels=pixels)
+
+# 06_trusting_the_model.ipynb, section "A shortcut probe"
+def train_probe(train: XraySplit, val: XraySplit, record: dict[str, Any], device: torch.device,
+                imagenet_weights: dict[str, torch.Tensor] | None, seed: int = 42
+                ) -> PneumoniaCnnModel:
+    """Notebook 2's recipe, read from its run record, on other pixels (06, 'A shortcut probe')."""
+    hp, frozen = record["hyperparams"], record["model"]["train_mode"] == "feature_extractor"
+    seed_everything(seed)
+    model = PneumoniaCnnModel(imagenet_weights, pos_weight=record["model"]["pos_weight"],
+                              arch=hp["arch"], freeze_backbone=frozen).to(device)
+    batch = hp["batch_size"]
+    if frozen:  # as in notebook 2: the frozen backbone runs once, the head trains on features
+        def stored(split: XraySplit, shuffle: bool) -> DeviceDataLoader:
+            feats = torch.cat([backbone_features(model, to_model_input(split.pixels[i:i + batch]
+                                                                       .to(device))).cpu()
+                               for i in range(0, len(split), batch)])
+            return DeviceDataLoader(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
+                feats, split.labels.float()), batch, shuffle=shuffle), device)
+        learner, loaders = FeatureHead(model), (stored(train, True), stored(val, False))
+    else:
+        learner, loaders = model, (
+            CachedBatchLoader(train, batch, device, shuffle=True, augment=True, seed=seed),
+            CachedBatchLoader(val, batch * 2, device))
+    fit(hp["epochs"], hp["max_lr"], learner, *loaders, weight_decay=hp["weight_decay"],
+        grad_clip=hp["grad_clip"], opt_func=getattr(torch.optim, hp["opt"]),
+        precision=hp["precision"], progress=False)
+    return model.eval()
+
+# 06_trusting_the_model.ipynb, section "Where the model looks, in numbers"
+def box_share(heatmaps: np.ndarray, mask: torch.Tensor) -> np.ndarray:
+    """Each heatmap's share of its mass inside ``mask`` (06, 'Where the model looks')."""
+    inside = (heatmaps * mask.numpy()).sum(axis=(1, 2))
+    return inside / np.maximum(heatmaps.sum(axis=(1, 2)), 1e-12)
+
+
+def outcome_names(labels: torch.Tensor, probs: torch.Tensor, threshold: float) -> list[str]:
+    """'TP', 'FP', 'FN' or 'TN' for every film at ``threshold`` (06, 'Where the model looks')."""
+    predicted = (probs >= threshold).long()
+    return [("T" if int(p) == int(y) else "F") + ("P" if int(p) else "N")
+            for p, y in zip(predicted, labels)]
+
+# 06_trusting_the_model.ipynb, section "Who it misses"
+def pneumonia_subtype(path: str | Path) -> str | None:
+    """'bacteria' or 'virus' from a Kaggle file name, else None (06, 'Who it misses')."""
+    found = re.search(r"_(bacteria|virus)_", Path(path).name.lower())
+    return found.group(1) if found else None
+
+
+def subtype_sensitivity(paths: Sequence[Path], labels: torch.Tensor, probs: torch.Tensor,
+                        threshold: float, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Sensitivity per subtype, with intervals resampling patients (06, 'Who it misses')."""
+    result = {}
+    for kind in ("bacteria", "virus"):
+        rows = [i for i, path in enumerate(paths) if labels[i] == 1 and
+                pneumonia_subtype(path) == kind]
+        patients = [patient_id(paths[i]) for i in rows]
+        ci = bootstrap_ci(labels[rows], probs[rows], threshold, n_boot, seed,
+                          groups=patients)["sensitivity"]
+        result[kind] = {"n": len(rows), "patients": len(set(patients)), "ci": list(ci),
+                        "sensitivity": float((probs[rows] >= threshold).float().mean())}
+    return result
+
+# 06_trusting_the_model.ipynb, section "What a threshold costs: decision curves"
+def net_benefit(labels, probs, thresholds: Sequence[float]) -> np.ndarray:
+    """Net benefit of acting when prob >= t, for each t (06, 'What a threshold costs')."""
+    y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
+    t = np.asarray(thresholds, dtype=float)[:, None]
+    act = p[None, :] >= t  # the taught rule: a probability at the threshold counts as positive
+    tp, fp = (act & (y == 1)).sum(axis=1), (act & (y == 0)).sum(axis=1)
+    return tp / len(y) - fp / len(y) * t[:, 0] / (1 - t[:, 0])

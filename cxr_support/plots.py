@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cxr_support.images import read_xray
+from cxr_support.images import read_xray, resize_square
 from cxr_support.names import CLASS_NAMES
 from cxr_support.pixel_cache import XraySplit
 
@@ -57,7 +57,7 @@ def show_resize_comparison(path: Path, image_size: int) -> None:
     """The blog post's NEAREST resize beside an antialiased one, with a zoomed crop."""
     image = read_xray(path)
     nearest = image.resize((image_size, image_size), Image.Resampling.NEAREST)
-    smooth = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    smooth = resize_square(image, image_size)  # the series' resize
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
     crop = (image_size // 4, image_size // 4, image_size // 2, image_size // 2)
     for ax, (title, picture) in zip(

@@ -501,3 +501,13 @@ def test_outcome_indices_groups_and_orders_by_confidence():
     assert outcome_indices(labels, probs, threshold=0.7) == {
         "TP": [0], "FP": [1], "FN": [2, 4], "TN": [3, 5]
     }
+
+
+def test_binary_metrics_counts_with_the_taught_rule():
+    """binary_metrics' accuracy is notebook 2's (correct_predictions, probs >= threshold): a
+    probability equal to the threshold is a PNEUMONIA call in both."""
+    labels, probs = [1, 0, 1, 0, 1], [0.5, 0.5, 0.2, 0.1, 0.9]
+    m = cxr.binary_metrics(labels, probs, threshold=0.5)
+    taught = cxr.accuracy(torch.tensor(probs), torch.tensor(labels), 0.5).item()
+    assert m["accuracy"] == pytest.approx(taught) == pytest.approx(3 / 5)
+    assert m["confusion_matrix"] == [[1, 1], [1, 2]]

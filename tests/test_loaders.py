@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from helpers import (
 from PIL import Image
 
 import cxr_utils as cxr
-from cxr_support.images import decode_resized, read_xray
+from cxr_support.images import decode_resized, read_xray, resize_square
 from cxr_support.pixel_cache import XraySplit, load_pixels
 
 # ------------------------------------------------------------- augmentation, normalisation, loaders
@@ -115,9 +116,9 @@ def test_transforms_contain_no_flip(train):
     """make_transforms has no RandomHorizontalFlip, RandomVerticalFlip or other flip step."""
     transform = cxr.make_transforms(SIZE, train=train)
     assert _flip_classes(transform) == []
-    # the steps searched are the real ones
-    names = [type(step).__name__ for step in transform.transforms]
-    assert names[0] == "Resize" and ("RandomAffine" in names) == train
+    # the steps searched are the real ones: the cache's resize, and the batch augmentation
+    assert transform.transforms[0].func is resize_square
+    assert (cxr.augment_batch in transform.transforms) == train
 
 
 def test_train_transforms_never_flip(tmp_path):
@@ -268,7 +269,7 @@ def test_cached_batch_loader_without_shuffle_keeps_order_and_augments_in_range()
 def test_file_dataset_matches_decode_resized(tmp_path, fmt, size, draft):
     """XrayFileDataset with the eval transforms gives to_model_input(decode_resized(...)).
 
-    That is 1 channel, within 1/255.
+    One channel, bit for bit: both resize with resize_square.
     """
     path = tmp_path / f"IM-0001-0001.{fmt.lower()}"
     noise_image(7, size).save(path, format=fmt)
@@ -278,9 +279,9 @@ def test_file_dataset_matches_decode_resized(tmp_path, fmt, size, draft):
     assert len(dataset) == 1
     image, label = dataset[0]
     pixels, _, _ = decode_resized(path, SIZE)
-    expected = cxr.to_model_input(torch.from_numpy(pixels.copy()).view(1, 1, SIZE, SIZE))[0]
+    expected = cxr.to_model_input(torch.from_numpy(pixels).view(1, 1, SIZE, SIZE))[0]
     assert label == 1 and image.shape == (1, SIZE, SIZE) and image.dtype == torch.float32
-    torch.testing.assert_close(image, expected, atol=1 / 255, rtol=0)
+    assert torch.equal(image, expected)
 
 
 def test_train_transforms_augment_but_keep_shape(tmp_path):
@@ -325,7 +326,7 @@ def test_classic_loader_matches_cached_loader_for_large_jpegs(tmp_path):
     )
     assert images.shape == cached.shape == (3, 1, SIZE, SIZE) and images.dtype == torch.float32
     assert labels.tolist() == [0, 1, 0]
-    torch.testing.assert_close(images, cached, atol=1 / 255, rtol=0)
+    assert torch.equal(images, cached)  # one resize rule: resize_square
     full_decode = cxr.XrayFileDataset(
         split.paths, split.labels.tolist(), cxr.make_transforms(SIZE, train=False)
     )
@@ -333,3 +334,24 @@ def test_classic_loader_matches_cached_loader_for_large_jpegs(tmp_path):
     assert float((undrafted - cached).abs().max()) > 1 / 255
 
 
+
+
+def test_one_image_is_augmented_as_a_batch_of_one():
+    """augment_batch takes one image (1 x H x W) as the per-file transforms hand it over, and
+    draws for it what it draws for a batch holding only that image."""
+    image = cxr.to_model_input(torch.from_numpy(_oriented_pixels(SIZE)).view(1, SIZE, SIZE))
+    alone = cxr.augment_batch(image, torch.Generator().manual_seed(4))
+    batch = cxr.augment_batch(image[None], torch.Generator().manual_seed(4))
+    assert alone.shape == image.shape and torch.equal(alone, batch[0])
+
+
+def test_decoded_pixels_are_writable_so_torch_takes_them_without_a_warning(tmp_path):
+    """decode_resized hands over an array of its own: torch.from_numpy warns about read-only
+    arrays (notebook 01's 'Decoding once' cell showed that warning)."""
+    path = tmp_path / "IM-0001-0001.png"
+    noise_image(5, (40, 30)).save(path)
+    pixels, _, _ = decode_resized(path, SIZE)
+    assert pixels.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.from_numpy(pixels)
