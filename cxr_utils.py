@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from sklearn import metrics as skm
 from torchvision import models
 from torchvision import transforms as T
 
-from cxr_support import checkpoints, dataset, devices, jovian_transport
+from cxr_support import checkpoints, dataset, devices, jovian_transport, provenance, records
 from cxr_support.config import ARCHS
 from cxr_support.images import decode_resized, read_xray, resize_square
 from cxr_support.names import CLASS_NAMES
@@ -136,6 +136,26 @@ def prepare_data(root: Path, run_dir: Path, image_size: int, seed: int = 42,
     }
     return {name: load_pixels(name, samples, image_size, run_dir / "cache", progress, class_names)
             for name, samples in plan.items()}
+
+# 01_data_preview.ipynb, section "Decoding once"
+class XrayData(NamedTuple):
+    """A run's data: its folder, synthetic or not, classes, decoded splits (01, 'Decoding once')."""
+
+    root: Path
+    synthetic: bool
+    class_names: tuple[str, str]
+    splits: dict[str, XraySplit]
+
+
+def load_data(data_dir: Path | None, run_dir: Path, image_size: int, seed: int = 42,
+              max_images: int | None = None, positive_class: str = CLASS_NAMES[-1],
+              progress: bool = True) -> XrayData:
+    """The dataset (else the synthetic sample), its classes and splits (01, 'Decoding once')."""
+    root, synthetic = dataset.resolve_dataset(data_dir, run_dir, seed)
+    class_names = dataset.find_class_names(root, positive_class)
+    splits = prepare_data(root, run_dir, image_size, seed, max_images, progress=progress,
+                          class_names=class_names)
+    return XrayData(root, synthetic, class_names, splits)
 
 # 01_data_preview.ipynb, section "Transforms: resizing, and augmenting without flips"
 # the largest change of each kind; no flips: a chest film is never upside down or mirrored
@@ -330,9 +350,9 @@ class CachedBatchLoader:
             yield images, self.labels[chosen].float()
 
 # 02_training_on_gpu.ipynb, section "The input pipeline: why decoding every epoch starves a GPU"
-def synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device | None) -> None:
     """Wait until the device has done its queued work, for timings (02, 'The input pipeline')."""
-    if device.type != "cpu":
+    if device is not None and device.type != "cpu":  # None: nothing to wait for
         getattr(torch, device.type).synchronize()  # torch.cuda, torch.mps or torch.xpu
 
 
@@ -345,14 +365,12 @@ def images_per_second(step, batches: Iterable, warmup: int = 2,
     iterator = iter(batches)
     for _ in range(warmup):
         step(next(iterator))
-    if sync_device is not None:
-        synchronize(sync_device)
+    synchronize(sync_device)
     count, start = 0, time.perf_counter()
     for batch in iterator:
         step(batch)
         count += len(batch[1])
-    if sync_device is not None:
-        synchronize(sync_device)
+    synchronize(sync_device)
     return count / (time.perf_counter() - start)
 
 # 02_training_on_gpu.ipynb, section "The model"
@@ -467,12 +485,17 @@ def class_balance_pos_weight(labels: torch.Tensor) -> float:
     positives = int(labels.sum())
     return (len(labels) - positives) / max(positives, 1)
 
+
+def build_model(arch: str, device: torch.device, imagenet_weights: dict | None = None,
+                pos_weight: float = 1.0, **options: Any) -> PneumoniaCnnModel:
+    """PneumoniaCnnModel on ``device``, channels-last, as tensor cores like (02, 'The model')."""
+    model = PneumoniaCnnModel(imagenet_weights, pos_weight, arch=arch, **options)
+    return to_device(model, device).to(memory_format=torch.channels_last)
+
 # 02_training_on_gpu.ipynb, section "Training"
 def get_lr(optimizer: torch.optim.Optimizer) -> float:
     """The learning rate of the first parameter group, as in the blog post (02, 'Training')."""
-    for param_group in optimizer.param_groups:
-        return param_group["lr"]
-    raise ValueError("optimizer has no parameter groups")
+    return optimizer.param_groups[0]["lr"]
 
 
 def native_precision(device: torch.device) -> str:
@@ -485,13 +508,18 @@ def native_precision(device: torch.device) -> str:
     return "fp32"  # the CPU, and Apple MPS (mixed precision there is not measured yet)
 
 
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """``precision`` as set, or for 'auto' the device's native one (02, 'Training')."""
+    return native_precision(device) if precision == "auto" else precision
+
+
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[bool, torch.dtype]:
-    """(use autocast, dtype) for ``precision``; 'auto': the device's native one (02, 'Training')."""
-    dtype = PRECISION_DTYPES[native_precision(device) if precision == "auto" else precision]
-    return dtype != torch.float32, dtype
+def autocast_settings(device: torch.device, precision: str = "auto") -> dict[str, Any]:
+    """torch.autocast's dtype and enabled for ``precision`` (02, 'Training')."""
+    dtype = PRECISION_DTYPES[resolve_precision(device, precision)]
+    return {"dtype": dtype, "enabled": dtype != torch.float32}
 
 
 @torch.no_grad()
@@ -500,8 +528,7 @@ def evaluate(model: BinaryClassificationBase, val_loader: Iterable,
     """Validation loss and accuracy over every sample of ``val_loader`` (02, 'Training')."""
     model.eval()
     device = next(model.parameters()).device
-    use_amp, dtype = autocast_settings(device, precision)
-    with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+    with torch.autocast(device.type, **autocast_settings(device, precision)):
         outputs = [model.validation_step(batch) for batch in val_loader]
     return model.validation_epoch_end(outputs)
 
@@ -514,12 +541,11 @@ def train_one_epoch(
 ) -> dict[str, Any]:
     """One pass over the training data, a step per batch; loss, rates, speed (02, 'Training')."""
     device = next(model.parameters()).device
-    use_amp, dtype = autocast_settings(device, precision)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model.train()
     losses, lrs, seen, start = [], [], 0, time.perf_counter()
     for batch in progress_bar(train_loader, desc=desc, disable=not progress, leave=False):
-        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+        with torch.autocast(device.type, **autocast_settings(device, precision)):
             loss = model.training_step(batch)
         scaler.scale(loss).backward()  # fp16: loss times a large factor: no gradient underflows
         if grad_clip:
@@ -546,8 +572,8 @@ def fit(
 ) -> list[dict[str, Any]]:
     """Train with a one-cycle schedule; one dict per epoch, as in the blog post (02, 'Training')."""
     device = next(model.parameters()).device
-    use_amp, dtype = autocast_settings(device, precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and dtype == torch.float16)
+    fp16 = resolve_precision(device, precision) == "fp16"  # needs the scaler; bf16, fp32 do not
+    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = opt_func(trainable, max_lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, epochs=epochs,
@@ -588,6 +614,9 @@ class FeatureHead(BinaryClassificationBase):
         return self.fc(features).squeeze(1)  # logits (N,), as model(images) gives for the images
 
 # 02_training_on_gpu.ipynb, section "Training the model"
+RECIPE = {"opt_func": torch.optim.Adam, "weight_decay": 1e-4, "grad_clip": 0.1}  # fit's keywords
+
+# 02_training_on_gpu.ipynb, section "Training the model"
 def constant_loss(labels: torch.Tensor, pos_weight: float) -> float:
     """The best constant prediction's loss: what no learning scores (02, 'Training the model')."""
     p = labels.float().mean().item()  # the share of positives
@@ -613,6 +642,42 @@ def save_checkpoint(path: Path, model: PneumoniaCnnModel, metadata: dict[str, An
         raise ValueError("metadata must include image_size (the size the model was trained at)")
     return checkpoints.write_checkpoint(path, model.state_dict(), meta)  # + format, versions, time
 
+# 02_training_on_gpu.ipynb, section "Saving the checkpoint"
+def run_record(run_id: str, made_by: str, settings: dict[str, Any], data: XrayData,
+               model_info: dict[str, Any], precision: str, history: list[dict[str, Any]],
+               device: torch.device, recipe: dict[str, Any] = RECIPE,
+               hyperparams: dict[str, Any] | None = None, timings: dict[str, Any] | None = None,
+               **sections: Any) -> dict[str, Any]:
+    """A run: settings, machine, data, model, recipe, epochs (02, 'Saving the checkpoint')."""
+    return {
+        "run_id": run_id, "made_by": made_by, "created": provenance.now_iso(), "config": settings,
+        "git_commit": records.git_commit(), "environment": records.environment_summary(device),
+        "dataset": records.dataset_summary(data.root, data.synthetic, data.splits),
+        "model": model_info,
+        "hyperparams": {"arch": model_info["arch"], "epochs": len(history),
+                        "weights": "imagenet" if model_info["pretrained"] else "random-init",
+                        "max_lr": settings["max_lr"], "scheduler": "one-cycle",
+                        "opt": recipe["opt_func"].__name__,
+                        **{key: recipe[key] for key in ("weight_decay", "grad_clip")},
+                        **{key: settings[key] for key in ("batch_size", "image_size")},
+                        "precision": precision, **(hyperparams or {})},  # notebook 5: per step
+        "history": history,
+        "timings": {"fit_seconds": sum(h["seconds"] for h in history), **(timings or {})},
+        **sections}
+
+
+def checkpoint_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's metadata, read from the run's record (02, 'Saving the checkpoint')."""
+    model_info, best = record["model"], best_epoch(record["history"])  # the kept epoch
+    return {"run_id": record["run_id"], "made_by": record["made_by"],
+            "processes": record.get("distributed", {}).get("processes", 1),
+            **{key: model_info[key] for key in ("weights", "train_mode", "pos_weight",
+                                                "class_names", "mean", "std")},
+            "image_size": record["config"]["image_size"], "split_seed": record["config"]["seed"],
+            "synthetic_data": record["dataset"]["synthetic"],
+            "precision": record["hyperparams"]["precision"],
+            "metrics": {"val_loss": best["val_loss"], "val_acc": best["val_acc"]}}
+
 # 03_test_predictions.ipynb, section "Loading the checkpoint, safely"
 def load_checkpoint(path: Path,
                     device: torch.device | str = "cpu") -> tuple[PneumoniaCnnModel, dict[str, Any]]:
@@ -633,9 +698,8 @@ def predict_dl(dl: Iterable, model: nn.Module) -> tuple[torch.Tensor, torch.Tens
     """A loader's PNEUMONIA probabilities and true labels (03, 'Predicting a whole split')."""
     model.eval()
     device = next(model.parameters()).device
-    use_amp, dtype = autocast_settings(device)
     probs, labels = [], []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+    with torch.inference_mode(), torch.autocast(device.type, **autocast_settings(device)):
         for xb, yb in dl:
             probs.append(torch.sigmoid(model(xb).float()).cpu())
             labels.append(torch.as_tensor(yb).cpu().long())

@@ -10,9 +10,11 @@ torchrun starts the processes and tells each its place (RANK, LOCAL_RANK, WORLD_
 
 The settings are the CXR_* variables, read by ``load_config`` as in the notebooks.
 ``CXR_BATCH_SIZE`` is each process's batch: an optimiser step sees processes x that many images.
-The code is the lessons' helpers (``fit``, ``ShardedBatchLoader``, ``DistributedLearner``,
-``save_checkpoint``, ...): no second training loop. Rank 0 alone prints and writes the checkpoint
-and the run record, in notebook 2's format, so notebook 3 evaluates the run like any other.
+The code is the lessons' helpers (``load_data``, ``build_model``, ``fit`` with ``RECIPE``,
+``ShardedBatchLoader``, ``DistributedLearner``, ``run_record``, ``checkpoint_metadata``,
+``save_checkpoint``, ...): no second training loop, no second record. Rank 0 alone prints and
+writes the checkpoint and the run record, in notebook 2's format, so notebook 3 evaluates the
+run like any other.
 NCCL on NVIDIA GPUs (``cuda:LOCAL_RANK`` for each process), gloo on the CPU.
 """
 
@@ -34,27 +36,33 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from cxr_support import dataset, devices, provenance, records
+from cxr_support import devices, records
 from cxr_support.config import Config, load_config
 from cxr_support.records import best_epoch
 from cxr_support.weights import load_imagenet_weights
 from cxr_utils import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RECIPE,
     DistributedLearner,
     PneumoniaCnnModel,
     ShardedBatchLoader,
+    XrayData,
+    build_model,
+    checkpoint_metadata,
     class_balance_pos_weight,
     evaluate,
     fit,
-    native_precision,
-    prepare_data,
+    load_data,
+    resolve_precision,
+    run_record,
     save_checkpoint,
     seed_everything,
-    to_device,
 )
 
 BACKENDS = {"cuda": "nccl", "cpu": "gloo"}  # NCCL between NVIDIA (and AMD) GPUs, gloo on the CPU
 AUGMENT = True  # augment the training images, as notebook 2 does (a test switches it off)
-WEIGHT_DECAY, GRAD_CLIP, OPT_FUNC = 1e-4, 0.1, torch.optim.Adam  # notebook 2's recipe
+MADE_BY = "train_ddp.py (notebook 05)"  # in the checkpoint and the record: who made the run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,18 +108,16 @@ def rank_zero_first(local_rank: int) -> Iterator[None]:
         dist.barrier()  # release the others
 
 
-def build_model(config: Config, imagenet_weights: dict[str, torch.Tensor] | None,
-                pos_weight: float, device: torch.device,
-                sync_bn: bool = False) -> PneumoniaCnnModel:
-    """Notebook 2's model, seeded, so that every process starts from the same weights."""
+def process_model(config: Config, imagenet_weights: dict[str, torch.Tensor] | None,
+                  pos_weight: float, device: torch.device,
+                  sync_bn: bool = False) -> PneumoniaCnnModel:
+    """Notebook 2's model (build_model), seeded, so that every process starts from the same
+    weights; with ``sync_bn``, batch-norm statistics over all processes."""
+    if sync_bn and device.type == "cpu":
+        raise ValueError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
     seed_everything(config.seed)  # (DDP also copies rank 0's weights to the others at the start)
-    model = PneumoniaCnnModel(imagenet_weights, pos_weight=pos_weight, arch=config.arch)
-    if sync_bn:
-        if device.type == "cpu":
-            raise ValueError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on "
-                             "the CPU")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys
-    return to_device(model, device).to(memory_format=torch.channels_last)
+    model = build_model(config.arch, device, imagenet_weights, pos_weight)
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_bn else model  # same keys
 
 
 def train(config: Config, args: argparse.Namespace, rank: int, local_rank: int,
@@ -123,26 +129,24 @@ def train(config: Config, args: argparse.Namespace, rank: int, local_rank: int,
     print(f"{world_size} process(es), backend {dist.get_backend()}, rank 0 on {device} "
           f"({devices.device_name(device)})")
     with rank_zero_first(local_rank):
-        root, synthetic = dataset.resolve_dataset(config.data_dir, config.run_dir, config.seed)
-        class_names = dataset.find_class_names(root, config.positive_class)
-        splits = prepare_data(root, config.run_dir, config.image_size, config.seed,
-                              config.max_images, class_names=class_names, progress=rank == 0)
+        data = load_data(config.data_dir, config.run_dir, config.image_size, config.seed,
+                         config.max_images, config.positive_class, progress=rank == 0)
         imagenet_weights, weights_description = load_imagenet_weights(
             config.pretrained, config.weights_file, arch=config.arch)
+    splits = data.splits
     pos_weight = class_balance_pos_weight(splits["train"].labels)
-    model = build_model(config, imagenet_weights, pos_weight, device, args.sync_bn)
+    model = process_model(config, imagenet_weights, pos_weight, device, args.sync_bn)
     on_gpu = device.type == "cuda"
     learner = DistributedLearner(model, device_ids=[device.index] if on_gpu else None)
     train_dl = ShardedBatchLoader(splits["train"], config.batch_size, device, rank, world_size,
                                   shuffle=True, augment=AUGMENT, seed=config.seed)
     val_dl = ShardedBatchLoader(splits["val"], config.batch_size * 2, device, rank, world_size,
                                 pad=False)  # every image exactly once: exact validation
-    precision = native_precision(device) if config.precision == "auto" else config.precision
+    precision = resolve_precision(device, config.precision)
     print(f"batch {config.batch_size} per process, {config.batch_size * world_size} per step; "
           f"{len(train_dl)} steps per epoch; max_lr {config.max_lr:g}; precision {precision}")
-    history = fit(config.epochs, config.max_lr, learner, train_dl, val_dl,
-                  weight_decay=WEIGHT_DECAY, grad_clip=GRAD_CLIP, opt_func=OPT_FUNC,
-                  precision=precision, progress=False)
+    history = fit(config.epochs, config.max_lr, learner, train_dl, val_dl, precision=precision,
+                  progress=False, **RECIPE)  # notebook 2's loop and recipe
     best = best_epoch(history)
     kept = evaluate(learner, val_dl, precision)  # every process takes part: it is a collective
     if not math.isclose(kept["val_loss"], best["val_loss"], rel_tol=1e-3, abs_tol=1e-6):
@@ -151,48 +155,32 @@ def train(config: Config, args: argparse.Namespace, rank: int, local_rank: int,
     if rank == 0:  # one writer
         model_info = {"arch": model.arch, "weights": weights_description,
                       "pretrained": imagenet_weights is not None, "train_mode": "finetune",
-                      "pos_weight": pos_weight}
-        data_info = {"root": root, "synthetic": synthetic, "splits": splits,
-                     "class_names": class_names}
-        save_run(config, args, model, data_info, model_info, precision, history, device)
+                      "pos_weight": pos_weight, "class_names": list(data.class_names),
+                      "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        save_run(config, args, model, data, model_info, precision, history, device)
     dist.barrier()  # the others stay until the files are written
 
 
 def save_run(config: Config, args: argparse.Namespace, model: PneumoniaCnnModel,
-             data: dict[str, Any], info: dict[str, Any], precision: str,
+             data: XrayData, model_info: dict[str, Any], precision: str,
              history: list[dict[str, Any]], device: torch.device) -> None:
-    """The checkpoint and the run record, as notebook 2 writes them, plus a 'distributed' part."""
+    """Notebook 2's run record and checkpoint, plus the record's 'distributed' section."""
     run_id, world_size = args.run_id or records.new_run_id(), dist.get_world_size()
-    best = best_epoch(history)
-    checkpoint_path = save_checkpoint(
-        config.run_dir / "checkpoints" / f"{run_id}.pt", model,
-        {"run_id": run_id, "image_size": config.image_size, "split_seed": config.seed,
-         "synthetic_data": data["synthetic"], "weights": info["weights"],
-         "train_mode": info["train_mode"], "class_names": list(data["class_names"]),
-         "pos_weight": info["pos_weight"], "precision": precision, "processes": world_size,
-         "metrics": {"val_loss": best["val_loss"], "val_acc": best["val_acc"]}})
-    print("checkpoint:", checkpoint_path)
     per_step = config.batch_size * world_size
-    record_path = records.create_record(config.run_dir, {
-        "run_id": run_id, "created": provenance.now_iso(), "config": config.as_dict(),
-        "git_commit": records.git_commit(), "environment": records.environment_summary(device),
-        "dataset": records.dataset_summary(data["root"], data["synthetic"], data["splits"]),
-        "model": info,
-        "hyperparams": {"arch": model.arch, "weights": "imagenet" if info["pretrained"]
-                        else "random-init", "epochs": len(history), "max_lr": config.max_lr,
-                        "scheduler": "one-cycle", "weight_decay": WEIGHT_DECAY,
-                        "grad_clip": GRAD_CLIP, "opt": OPT_FUNC.__name__, "batch_size": per_step,
-                        "image_size": config.image_size, "precision": precision},
-        "distributed": {"processes": world_size, "backend": dist.get_backend(),
-                        "machines": int(os.environ.get("GROUP_WORLD_SIZE", 1)),
-                        "batch_size_per_process": config.batch_size,
-                        "batch_size_per_step": per_step,
-                        "sync_batchnorm": args.sync_bn},
-        "history": history,
-        "timings": {"fit_seconds": sum(h["seconds"] for h in history), "feature_seconds": None,
-                    "training_images_per_s": {"all processes": history[-1]["images_per_s"]}},
-        "checkpoint": str(checkpoint_path),
-    })
+    record = run_record(
+        run_id, MADE_BY, config.as_dict(), data, model_info, precision, history, device,
+        recipe=RECIPE, hyperparams={"batch_size": per_step},
+        timings={"feature_seconds": None,
+                 "training_images_per_s": {"all processes": history[-1]["images_per_s"]}},
+        distributed={"processes": world_size, "backend": dist.get_backend(),
+                     "machines": int(os.environ.get("GROUP_WORLD_SIZE", 1)),
+                     "batch_size_per_process": config.batch_size, "batch_size_per_step": per_step,
+                     "sync_batchnorm": args.sync_bn})
+    checkpoint_path = save_checkpoint(config.run_dir / "checkpoints" / f"{run_id}.pt", model,
+                                      checkpoint_metadata(record))
+    print("checkpoint:", checkpoint_path)
+    record_path = records.create_record(config.run_dir,
+                                        {**record, "checkpoint": str(checkpoint_path)})
     print("run record:", record_path)
 
 

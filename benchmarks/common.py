@@ -20,7 +20,7 @@ from PIL import Image
 # support package's.
 from cxr_support.names import CLASS_NAMES
 from cxr_support.synthetic import _patient_anatomy, synthetic_xray
-from cxr_utils import autocast_settings
+from cxr_utils import resolve_precision
 
 T = TypeVar("T")
 
@@ -158,9 +158,9 @@ def machine() -> str:
 
 
 def precision(device: torch.device, choice: str = "auto") -> str:
-    """The autocast dtype that `fit` uses on ``device`` for ``choice``, or 'fp32' when none."""
-    use_amp, dtype = autocast_settings(device, choice)
-    return str(dtype).removeprefix("torch.") + " autocast" if use_amp else "fp32"
+    """The precision `fit` trains in on ``device`` for ``choice``: 'bf16 autocast', 'fp32', ..."""
+    chosen = resolve_precision(device, choice)
+    return "fp32" if chosen == "fp32" else f"{chosen} autocast"
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:

@@ -29,10 +29,10 @@ from common import machine, write_json
 
 # The project's helpers, imported in this one place: the lessons' (cxr_utils) and the
 # support package's.
-from cxr_support import dataset, records
+from cxr_support import records
 from cxr_support.config import load_config
 from cxr_support.paths import PROJECT_ROOT
-from cxr_utils import prepare_data
+from cxr_utils import load_data
 
 
 def settings(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
@@ -71,9 +71,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, **settings(args, Path(tmp))}
         config = load_config(env)  # decode once, before any timer: both launches read the cache
-        root, _ = dataset.resolve_dataset(config.data_dir, config.run_dir, config.seed)
-        splits = prepare_data(root, config.run_dir, config.image_size, config.seed,
-                              config.max_images, progress=False)
+        splits = load_data(config.data_dir, config.run_dir, config.image_size, config.seed,
+                           config.max_images, config.positive_class, progress=False).splits
         print(f"{machine()}\n{len(splits['train'])} training images at {args.image_size} px, "
               f"{args.arch}, batch {args.batch_size} per process")
         results = {}

@@ -31,11 +31,13 @@ from common import machine, write_json
 from cxr_support.feature_cache import compute_features
 from cxr_support.pixel_cache import XraySplit
 from cxr_utils import (
+    RECIPE,
     DeviceDataLoader,
     FeatureHead,
     PneumoniaCnnModel,
     augment_batch,
     backbone_features,
+    build_model,
     fit,
     get_default_device,
     synchronize,
@@ -88,8 +90,7 @@ def head_epoch_seconds(
 
     train_dl, val_dl = loader(KAGGLE_TRAIN, True), loader(KAGGLE_VAL, False)
     start = time.perf_counter()
-    fit(epochs, 1e-3, FeatureHead(model), train_dl, val_dl, weight_decay=1e-4, grad_clip=0.1,
-        opt_func=torch.optim.Adam, progress=False)
+    fit(epochs, 1e-3, FeatureHead(model), train_dl, val_dl, progress=False, **RECIPE)
     return (time.perf_counter() - start) / epochs
 
 
@@ -100,16 +101,14 @@ def finetune_seconds_per_image(
 
     A step is augment, forward, backward, clip, Adam.
     """
-    model = (
-        PneumoniaCnnModel(pos_weight=1 / 3).to(device).to(memory_format=torch.channels_last).train()
-    )
-    optimizer = torch.optim.Adam(model.parameters(), 3e-4, weight_decay=1e-4)
+    model = build_model("resnet50", device, None, pos_weight=1 / 3).train()
+    optimizer = RECIPE["opt_func"](model.parameters(), 3e-4, weight_decay=RECIPE["weight_decay"])
 
     def step(index: int) -> None:
         chosen = [(index * batch_size + k) % len(split) for k in range(batch_size)]
         images = augment_batch(to_model_input(split.pixels[chosen].to(device)))
         model.training_step((images, split.labels[chosen].float().to(device))).backward()
-        torch.nn.utils.clip_grad_value_(model.parameters(), 0.1)
+        torch.nn.utils.clip_grad_value_(model.parameters(), RECIPE["grad_clip"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -140,8 +139,7 @@ def main() -> None:
     print(f"machine: {machine()} | device {device} | {torch.get_num_threads()} threads")
     torch.manual_seed(0)
     split = generated_split(args.images, args.size)
-    model = (PneumoniaCnnModel(pos_weight=1 / 3, freeze_backbone=True)
-             .to(device).to(memory_format=torch.channels_last))
+    model = build_model("resnet50", device, None, pos_weight=1 / 3, freeze_backbone=True)
     feature_s = feature_pass_seconds_per_image(model, split, args.batch_size, device)
     print(f"feature pass: {feature_s * 1000:.1f} ms per image "
           f"({args.images} images at {args.size} px, batch {args.batch_size})")

@@ -5,12 +5,13 @@
 
 For machines without Jupyter: the same helpers in the same order as the notebooks' full mode
 (CXR_QUICK=0), with CXR_PRETRAINED=0 because the GPU machine has no network. Patient split
-of train/ at 224 px (`prepare_data`), random-init ResNet50 fine-tuned (`PneumoniaCnnModel`,
-channels-last), one-cycle Adam, 8 epochs, max_lr 3e-4, weight decay 1e-4, gradient clipping
-0.1, batch 64, bf16 autocast on a GPU; the weights of the epoch with the lowest validation
-loss are kept. Then the test split is predicted and scored at threshold 0.5 and at the
-threshold chosen on VALIDATION by Youden's J (the test split never chooses anything).
-Prints only numbers: nothing that shows the images' pixels.
+of train/ at 224 px (`load_data`), random-init ResNet50 fine-tuned (`build_model`:
+channels-last), `fit` with notebook 02's `RECIPE` (Adam, weight decay 1e-4, gradient clipping
+0.1) and a one-cycle schedule, 8 epochs, max_lr 3e-4, batch 64, bf16 autocast on a GPU; the
+weights of the epoch with the lowest validation loss are kept. Then the test split is predicted
+and scored at threshold 0.5 and at the threshold chosen on VALIDATION by Youden's J (the test
+split never chooses anything). The JSON holds notebook 02's run record (`run_record`) and
+notebook 03's metrics. Prints only numbers: nothing that shows the images' pixels.
 """
 
 from __future__ import annotations
@@ -30,22 +31,27 @@ from common import machine, precision, write_json
 from cxr_support.records import best_epoch
 from cxr_support.tables import Table, metrics_table
 from cxr_utils import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RECIPE,
     CachedBatchLoader,
-    PneumoniaCnnModel,
     binary_metrics,
+    build_model,
     calibration,
     choose_threshold,
     class_balance_pos_weight,
+    constant_loss,
     evaluate,
     fit,
     get_default_device,
+    load_data,
     metrics_with_ci,
     patient_id,
     predict_dl,
-    prepare_data,
+    resolve_precision,
     resolve_train_mode,
+    run_record,
     seed_everything,
-    to_device,
 )
 
 METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")
@@ -60,9 +66,8 @@ def train(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     start = time.perf_counter()
-    splits = prepare_data(args.data_dir, run_dir, args.size, args.seed, args.max_images,
-                          progress=False)
-    data_s = time.perf_counter() - start
+    data = load_data(args.data_dir, run_dir, args.size, args.seed, args.max_images, progress=False)
+    splits, data_s = data.splits, time.perf_counter() - start
     print(Table([{"split": name, "images": len(split), **split.class_counts()}
                  for name, split in splits.items()]))
     print(f"data: patient split and decode-once cache in {data_s:.1f} s")
@@ -73,17 +78,15 @@ def train(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict
     test_dl = CachedBatchLoader(splits["test"], args.batch_size * 2, device)
     train_mode = resolve_train_mode("auto", device, pretrained_loaded=False)
     pos_weight = class_balance_pos_weight(splits["train"].labels)
-    model = PneumoniaCnnModel(None, pos_weight=pos_weight,
-                              freeze_backbone=train_mode == "feature_extractor")
-    model = to_device(model, device).to(memory_format=torch.channels_last)
+    model = build_model("resnet50", device, None, pos_weight,
+                        freeze_backbone=train_mode == "feature_extractor")
     print(f"weights: random init (CXR_PRETRAINED=0); training mode: {train_mode}; "
           f"pos_weight {pos_weight:.3f}")
 
     history = [evaluate(model, val_dl, args.precision)]
     start = time.perf_counter()
-    history += fit(args.epochs, args.max_lr, model, train_dl, val_dl, weight_decay=1e-4,
-                   grad_clip=0.1, opt_func=torch.optim.Adam, precision=args.precision,
-                   progress=False)
+    history += fit(args.epochs, args.max_lr, model, train_dl, val_dl, precision=args.precision,
+                   progress=False, **RECIPE)
     nan_epochs = [h["epoch"] for h in history[1:]
                   if not (math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]))]
     print(f"epochs with a NaN or infinite loss: {nan_epochs or 'none'}")
@@ -94,11 +97,13 @@ def train(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict
     majority = max(splits["val"].class_counts().values()) / len(splits["val"])
     best_val_acc = max(h["val_acc"] for h in epochs)  # of any epoch, not necessarily the kept one
     kept = best_epoch(history)  # the epoch fit restored: the lowest validation loss
+    baseline = constant_loss(splits["val"].labels, pos_weight)  # notebook 02's yardstick
     print(f"fit: {fit_s:.1f} s for {args.epochs} epochs "
           f"(training only: {sum(h['seconds'] for h in epochs):.1f} s)")
     print(f"kept epoch {kept['epoch']}: val_acc {kept['val_acc']:.4f}; highest val_acc of any "
-          f"epoch {best_val_acc:.4f}; majority-class rate {majority:.4f} (notebook 02's check, "
-          f"kept >= majority + 0.1: {'passed' if kept['val_acc'] >= majority + 0.1 else 'FAILED'})")
+          f"epoch {best_val_acc:.4f}; majority-class rate {majority:.4f}; val_loss "
+          f"{kept['val_loss'] / baseline:.2f} of the best constant prediction's (notebook 02's "
+          f"check, at most 0.8: {'passed' if kept['val_loss'] <= 0.8 * baseline else 'FAILED'})")
 
     val_probs, val_labels = predict_dl(val_dl, model)
     test_probs, test_labels = predict_dl(test_dl, model)
@@ -125,17 +130,24 @@ def train(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict
                  for name, c in calibrations.items()]))
     for name, result in named.items():
         print(f"confusion matrix [[TN, FP], [FN, TP]], {name}: {result['confusion_matrix']}")
-    return {
+    settings = {"image_size": args.size, "seed": args.seed, "max_lr": args.max_lr,
+                "batch_size": args.batch_size, "epochs": args.epochs, "arch": "resnet50",
+                "pretrained": "0", "max_images": args.max_images}
+    model_info = {"arch": "resnet50", "weights": "random initialisation", "pretrained": False,
+                  "train_mode": train_mode, "pos_weight": pos_weight,
+                  "class_names": list(data.class_names), "mean": list(IMAGENET_MEAN),
+                  "std": list(IMAGENET_STD)}
+    return {  # notebook 02's run record (its settings, data, model, recipe, epochs), then 03's
+        "record": run_record("benchmark", "benchmarks/full_run.py", settings, data, model_info,
+                             resolve_precision(device, args.precision), history[1:], device),
         "calibration": calibrations,
         "per_image_intervals_threshold_0.5": per_image["ci"],
         "data_s": data_s,
         "fit_s": fit_s,
-        "split_sizes": {name: len(split) for name, split in splits.items()},
         "majority_rate_val": majority,
         "best_val_acc": best_val_acc,
         "kept_epoch": kept["epoch"],
         "kept_val_acc": kept["val_acc"],
-        "history": [{k: v for k, v in h.items() if k != "lrs"} for h in history],
         "youden_threshold_from_val": youden,
         "metrics": named,
     }

@@ -36,13 +36,15 @@ from torchvision import models
 from cxr_support.dataset import list_split
 from cxr_support.pixel_cache import load_pixels
 from cxr_utils import (
+    RECIPE,
     CachedBatchLoader,
     PneumoniaCnnModel,
     autocast_settings,
+    build_model,
     fit,
     get_default_device,
+    resolve_precision,
     synchronize,
-    to_device,
 )
 
 SERIES, LIMIT, BLOG = ("this series' recipe, end to end", "compute limit (batch on the device)",
@@ -71,7 +73,7 @@ def seed_train_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, loade
         images, targets = images.to(device), targets.to(device).float().view(-1, 1)
         loss = F.binary_cross_entropy(torch.sigmoid(network(images)), targets)
         loss.backward()
-        nn.utils.clip_grad_value_(network.parameters(), 0.1)
+        nn.utils.clip_grad_value_(network.parameters(), RECIPE["grad_clip"])
         optimizer.step()
         optimizer.zero_grad()
         count += len(targets)
@@ -83,7 +85,7 @@ def seed_recipe(root: Path, size: int, batch_size: int, device: torch.device, ep
     """images/s of the blog post's training loop, measured on its last epoch."""
     loader = seed_loader(root, size, batch_size)
     network = seed_model(device)
-    optimizer = torch.optim.Adam(network.parameters(), 1e-4, weight_decay=1e-4)
+    optimizer = recipe_optimizer(network.parameters())
     seconds, count = 0.0, 0
     for epoch in range(epochs):
         seconds, count = timed(lambda: seed_train_epoch(network, optimizer, loader, device))
@@ -92,10 +94,14 @@ def seed_recipe(root: Path, size: int, batch_size: int, device: torch.device, ep
     return count / seconds
 
 
+def recipe_optimizer(params) -> torch.optim.Optimizer:
+    """RECIPE's optimiser (Adam, weight decay 1e-4: the blog post's and the series') at 1e-4."""
+    return RECIPE["opt_func"](params, 1e-4, weight_decay=RECIPE["weight_decay"])
+
+
 def project_model(device: torch.device, pos_weight: float = 0.35) -> PneumoniaCnnModel:
-    """The series' model on ``device``, channels-last, as the notebooks build it (random init)."""
-    return to_device(PneumoniaCnnModel(pos_weight=pos_weight), device).to(
-        memory_format=torch.channels_last)
+    """The series' ResNet50 on ``device``, as notebook 02 builds it (build_model; random init)."""
+    return build_model("resnet50", device, None, pos_weight)
 
 
 def project_recipe(samples: list, size: int, batch_size: int, device: torch.device, cache: Path,
@@ -111,9 +117,8 @@ def project_recipe(samples: list, size: int, batch_size: int, device: torch.devi
                                  drop_last=True)
     val_dl = CachedBatchLoader(split.subset(range(min(batch_size, len(split)))), batch_size,
                                device)
-    history = fit(epochs, 1e-4, project_model(device), train_dl, val_dl, weight_decay=1e-4,
-                  grad_clip=0.1, opt_func=torch.optim.Adam, precision=precision, keep_best=False,
-                  progress=False)
+    history = fit(epochs, 1e-4, project_model(device), train_dl, val_dl, precision=precision,
+                  keep_best=False, progress=False, **RECIPE)
     # drop_last: every epoch sees exactly this many
     seen = len(train_dl) * batch_size
     for h in history:
@@ -132,18 +137,19 @@ def compute_limit(size: int, batch_size: int, warmup: int, steps: int,
     model = project_model(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, 1e-4, weight_decay=1e-4)
-    use_amp, dtype = autocast_settings(device, precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and dtype == torch.float16)
+    optimizer = recipe_optimizer(params)
+    autocast = autocast_settings(device, precision)
+    scaler = torch.amp.GradScaler(device.type,
+                                  enabled=resolve_precision(device, precision) == "fp16")
     images = torch.rand(batch_size, 1, size, size, device=device)
     labels = (torch.rand(batch_size, device=device) > 0.25).float()
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+        with torch.autocast(device.type, **autocast):
             loss = model.training_step((images, labels))
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        nn.utils.clip_grad_value_(params, 0.1)
+        nn.utils.clip_grad_value_(params, RECIPE["grad_clip"])
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)

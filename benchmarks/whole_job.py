@@ -35,13 +35,14 @@ import torch.nn.functional as F
 from common import add_output_args, machine, precision, prepare_jpegs, timed, write_json
 from input_pipeline import seed_dataset
 from torch.utils.data import DataLoader, random_split
-from training_throughput import project_model, seed_model, seed_train_epoch
+from training_throughput import project_model, recipe_optimizer, seed_model, seed_train_epoch
 
 # The project's helpers, imported in this one place: the lessons' (cxr_utils) and the
 # support package's.
 from cxr_support.dataset import list_split
 from cxr_support.pixel_cache import decode_files, load_pixels
 from cxr_utils import (
+    RECIPE,
     CachedBatchLoader,
     class_balance_pos_weight,
     fit,
@@ -77,8 +78,7 @@ def series_job(root: Path, args: argparse.Namespace, device: torch.device,
     model = project_model(device, class_balance_pos_weight(train.labels))
     synchronize(device)
     marks["loaders and model on the device"] = time.perf_counter()
-    history = fit(args.epochs, args.max_lr, model, train_dl, val_dl, weight_decay=1e-4,
-                  grad_clip=0.1, opt_func=torch.optim.Adam, progress=False)
+    history = fit(args.epochs, args.max_lr, model, train_dl, val_dl, progress=False, **RECIPE)
     synchronize(device)
     marks["fit (training + validation)"] = time.perf_counter()
     names = list(marks)
@@ -128,7 +128,7 @@ def blog_job(root: Path, args: argparse.Namespace, device: torch.device) -> dict
     train_dl = DataLoader(train_ds, batch, shuffle=True, num_workers=2, pin_memory=pin)
     val_dl = DataLoader(val_ds, batch * 2, num_workers=2, pin_memory=pin)
     network = seed_model(device)
-    optimizer = torch.optim.Adam(network.parameters(), 1e-4, weight_decay=1e-4)
+    optimizer = recipe_optimizer(network.parameters())
     synchronize(device)
     setup_s = time.perf_counter() - start
     train_s, val_s = [], []

@@ -30,7 +30,7 @@ from helpers import (
 
 import cxr_utils as cxr
 import train_ddp
-from cxr_support import dataset, records
+from cxr_support import records
 from cxr_support.config import load_config
 
 # ------------------------------------------------------------------- the loaders (no processes)
@@ -123,7 +123,7 @@ def test_sync_batchnorm_is_refused_on_the_cpu_with_a_clear_message(monkeypatch, 
     monkeypatch.setenv("CXR_RUN_DIR", str(tmp_path))
     config = load_config(arch="resnet18")
     with pytest.raises(ValueError, match="--sync-bn needs GPUs"):
-        train_ddp.build_model(config, None, 1.0, torch.device("cpu"), sync_bn=True)
+        train_ddp.process_model(config, None, 1.0, torch.device("cpu"), sync_bn=True)
 
 
 def test_sync_batchnorm_keeps_the_checkpoint_format():
@@ -173,7 +173,7 @@ if "no_augment" in modes:
     train_ddp.AUGMENT = False
 if "sgd" in modes:  # an update linear in the gradients (helpers.MomentumSGD says why)
     from helpers import MomentumSGD
-    train_ddp.OPT_FUNC = MomentumSGD
+    train_ddp.RECIPE = {**train_ddp.RECIPE, "opt_func": MomentumSGD}
 if "bypass" in modes:  # the pitfall: the model's own forward, around DDP
     cxr_utils.DistributedLearner.forward = lambda self, xb: self.ddp.module(xb)
 if "keep_weights" in modes:  # each rank's weights after fit, for the test to compare
@@ -225,23 +225,21 @@ def settings(monkeypatch, tmp_path):
         monkeypatch.setenv(var, value)
 
 
-def one_process_reference(monkeypatch, opt_func=train_ddp.OPT_FUNC
+def one_process_reference(monkeypatch, opt_func=cxr.RECIPE["opt_func"]
                           ) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """The same epoch in this process, as notebook 2 trains: one process at twice the batch."""
 
     monkeypatch.setattr(cxr.PneumoniaCnnModel, "train", train_with_stored_batch_norm)
     config, cpu = load_config(), torch.device("cpu")
-    root, _ = dataset.resolve_dataset(config.data_dir, config.run_dir, config.seed)
-    splits = cxr.prepare_data(root, config.run_dir, config.image_size, config.seed,
-                              config.max_images, progress=False)
+    splits = cxr.load_data(config.data_dir, config.run_dir, config.image_size, config.seed,
+                           config.max_images, progress=False).splits
     pos_weight = cxr.class_balance_pos_weight(splits["train"].labels)
-    model = train_ddp.build_model(config, None, pos_weight, cpu)
+    model = train_ddp.process_model(config, None, pos_weight, cpu)
     train_dl = cxr.CachedBatchLoader(splits["train"], 2 * config.batch_size, cpu, shuffle=True,
                                      seed=config.seed)
     val_dl = cxr.CachedBatchLoader(splits["val"], 4 * config.batch_size, cpu)
-    history = cxr.fit(config.epochs, config.max_lr, model, train_dl, val_dl,
-                      weight_decay=train_ddp.WEIGHT_DECAY, grad_clip=train_ddp.GRAD_CLIP,
-                      opt_func=opt_func, precision="fp32", progress=False)
+    history = cxr.fit(config.epochs, config.max_lr, model, train_dl, val_dl, precision="fp32",
+                      progress=False, **{**cxr.RECIPE, "opt_func": opt_func})
     return model.state_dict(), history
 
 
@@ -273,7 +271,7 @@ def test_two_processes_at_batch_b_train_as_one_process_at_2b(settings, tmp_path,
     assert largest < 2e-5, f"2 processes differ from 1 by up to {largest:.2e}"
     for key in ("train_loss", "val_loss", "val_acc"):
         assert math.isclose(record["history"][0][key], history[0][key], rel_tol=1e-4), key
-    start = train_ddp.build_model(load_config(), None, 1.0, torch.device("cpu"))
+    start = train_ddp.process_model(load_config(), None, 1.0, torch.device("cpu"))
     weights = [name for name, _ in start.named_parameters()]
     moved = largest_difference({k: ddp[k] for k in weights},
                                {k: v for k, v in start.state_dict().items() if k in weights})
@@ -303,11 +301,11 @@ def test_a_two_process_run_writes_one_checkpoint_and_one_record_that_notebook_03
     assert len(record["history"]) == 2 and record["checkpoint"] == str(checkpoint)
     model, meta = cxr.load_checkpoint(checkpoint)
     assert meta["processes"] == 2 and meta["train_mode"] == "finetune"
+    assert meta["made_by"] == record["made_by"] == train_ddp.MADE_BY
     # the recorded validation figures are those of the saved weights, over every image
     config = load_config()
-    root, _ = dataset.resolve_dataset(config.data_dir, config.run_dir, config.seed)
-    splits = cxr.prepare_data(root, run_dir, meta["image_size"], meta["split_seed"],
-                              config.max_images, progress=False)
+    splits = cxr.load_data(config.data_dir, run_dir, meta["image_size"], meta["split_seed"],
+                           config.max_images, progress=False).splits
     here = cxr.evaluate(model, cxr.CachedBatchLoader(splits["val"], 16, torch.device("cpu")))
     assert math.isclose(here["val_loss"], meta["metrics"]["val_loss"], rel_tol=1e-4)
     assert math.isclose(here["val_acc"], meta["metrics"]["val_acc"])

@@ -161,13 +161,13 @@ def test_autocast_settings_are_valid_for_each_device_type(monkeypatch, device_ty
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args, **kwargs: capability)
     monkeypatch.setattr(torch.xpu, "is_bf16_supported",
                         lambda including_emulation=True: bf16 and not including_emulation)
-    use_amp, dtype = cxr.autocast_settings(torch.device(device_type))
-    assert (use_amp, dtype) == expected
-    if use_amp:
+    settings = cxr.autocast_settings(torch.device(device_type))
+    assert (settings["enabled"], settings["dtype"]) == expected
+    if settings["enabled"]:
         assert torch.amp.is_autocast_available(device_type)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "device not available, disabling" on this machine
-            torch.autocast(device_type, dtype=dtype, enabled=use_amp)
+            torch.autocast(device_type, **settings)
 
 
 @pytest.mark.parametrize("device_type", KINDS)

@@ -231,10 +231,8 @@ def test_feature_mode_on_the_synthetic_sample_with_random_weights(synthetic_tiny
         head,
         stored_loader(features["train"], splits["train"].labels, 8, shuffle=True),
         stored_loader(features["val"], splits["val"].labels, 16),
-        weight_decay=1e-4,
-        grad_clip=0.1,
-        opt_func=torch.optim.Adam,
         progress=False,
+        **cxr.RECIPE,
     )
     assert len(history) == 2 and all(0 <= h["val_acc"] <= 1 for h in history)
     path = cxr.save_checkpoint(

@@ -47,16 +47,21 @@ def test_native_precision_follows_the_compute_capability(monkeypatch, name, capa
     # what a T4 answers by default: emulated bf16 counts
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert cxr.native_precision(CUDA) == expected
-    use_amp, dtype = cxr.autocast_settings(CUDA)
-    assert (use_amp, dtype) == (expected != "fp32", cxr.PRECISION_DTYPES[expected])
+    assert cxr.resolve_precision(CUDA) == expected and cxr.resolve_precision(CUDA, "fp32") == "fp32"
+    assert cxr.autocast_settings(CUDA) == {"dtype": cxr.PRECISION_DTYPES[expected],
+                                           "enabled": expected != "fp32"}
 
 
 def test_the_cpu_and_apple_mps_train_in_float32_unless_told():
     """Auto is float32 off CUDA and Intel GPUs; a forced precision is used as given."""
-    assert cxr.autocast_settings(torch.device("cpu")) == (False, torch.float32)
-    assert cxr.autocast_settings(torch.device("mps")) == (False, torch.float32)
-    assert cxr.autocast_settings(torch.device("cpu"), "fp16") == (True, torch.float16)
-    assert cxr.autocast_settings(torch.device("cpu"), "bf16") == (True, torch.bfloat16)
+    def settings(*args):
+        kwargs = cxr.autocast_settings(*args)
+        return kwargs["enabled"], kwargs["dtype"]
+
+    assert settings(torch.device("cpu")) == (False, torch.float32)
+    assert settings(torch.device("mps")) == (False, torch.float32)
+    assert settings(torch.device("cpu"), "fp16") == (True, torch.float16)
+    assert settings(torch.device("cpu"), "bf16") == (True, torch.bfloat16)
 
 
 @pytest.mark.parametrize("text, expected",

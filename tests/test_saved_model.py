@@ -12,7 +12,6 @@ import torch
 from helpers import run_series_notebook
 
 import cxr_utils as cxr
-from cxr_support import dataset
 from cxr_support.config import load_config
 
 
@@ -31,16 +30,9 @@ def test_reloaded_checkpoint_gives_its_recorded_val_loss(tmp_path, monkeypatch):
     (checkpoint,) = (run_dir / "checkpoints").glob("*.pt")
     model, meta = cxr.load_checkpoint(checkpoint, "cpu")
     config = load_config()
-    root, _ = dataset.resolve_dataset(config.data_dir, config.run_dir, config.seed)
-    splits = cxr.prepare_data(
-        root,
-        config.run_dir,
-        meta["image_size"],
-        meta["split_seed"],
-        config.max_images,
-        class_names=meta["class_names"],
-        progress=False,
-    )
+    splits = cxr.load_data(config.data_dir, config.run_dir, meta["image_size"],
+                           meta["split_seed"], config.max_images, meta["class_names"][-1],
+                           progress=False).splits
     val_dl = cxr.CachedBatchLoader(splits["val"], config.batch_size * 2, torch.device("cpu"))
     reloaded = cxr.evaluate(model, val_dl)
     recorded = meta["metrics"]["val_loss"]
