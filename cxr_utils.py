@@ -7,6 +7,7 @@ read lives in ``cxr_support``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -17,6 +18,7 @@ import time
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -922,6 +924,12 @@ def compare_runs(run_records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         })
     return rows
 
+# 05_several_gpus.ipynb, section "Data parallelism: one process per GPU"
+def scaled_max_lr(max_lr: float, processes: int, rule: str = "none") -> float:
+    """max_lr for a global batch ``processes`` times as large (05, 'Data parallelism')."""
+    factor = {"none": 1.0, "linear": processes, "sqrt": math.sqrt(processes)}[rule]  # SGD; Adam
+    return max_lr * factor
+
 # 05_several_gpus.ipynb, section "Sharding the decode-once cache"
 class ShardedBatchLoader(CachedBatchLoader):
     """This process's share of every epoch of a CachedBatchLoader (05, 'Sharding')."""
@@ -989,6 +997,25 @@ class DistributedLearner(BinaryClassificationBase):
         result.update(train_loss=both[0].item() / dist.get_world_size(),
                       images_per_s=round(both[1].item(), 1))
         super().epoch_end(epoch, result)
+
+# 05_several_gpus.ipynb, section "One writer: the training script"
+@contextlib.contextmanager
+def rank_zero_first(rank: int) -> Iterator[None]:
+    """Rank 0 runs the block first, the others after a barrier (05, 'One writer')."""
+    if rank != 0:
+        dist.barrier()  # wait until rank 0 has run the block (made the files)
+    yield
+    if rank == 0:
+        dist.barrier()  # release the others
+
+# 05_several_gpus.ipynb, section "When a process fails"
+BACKENDS = {"cuda": "nccl", "cpu": "gloo"}  # NCCL between NVIDIA (and AMD) GPUs, gloo on the CPU
+TIMEOUT_S = 300.0  # seconds a collective step may wait for the other processes
+
+
+def start_processes(device: torch.device, timeout_s: float = TIMEOUT_S) -> None:
+    """Join the job; a collective that waits over timeout_s raises (05, 'When a process fails')."""
+    dist.init_process_group(BACKENDS[device.type], timeout=timedelta(seconds=timeout_s))
 
 # 06_trusting_the_model.ipynb, section "A shortcut probe"
 LUNG_BOX = {"top": 0.15, "bottom": 0.80, "left": 0.15, "right": 0.85}  # fractions of the film

@@ -12,9 +12,11 @@ The settings are the CXR_* variables, read by ``load_config`` as in the notebook
 ``CXR_BATCH_SIZE`` is each process's batch: an optimiser step sees processes x that many images.
 The code is the lessons' helpers (``load_data``, ``build_model``, ``fit`` with ``RECIPE``,
 ``ShardedBatchLoader``, ``DistributedLearner``, ``run_record``, ``checkpoint_metadata``,
-``save_checkpoint``, ...): no second training loop, no second record. Rank 0 alone prints and
-writes the checkpoint and the run record, in notebook 2's format, so notebook 3 evaluates the
-run like any other.
+``save_checkpoint``, and notebook 5's ``start_processes``, ``scaled_max_lr`` and
+``rank_zero_first``): no second training loop, no second record. What remains here is what
+several processes alone need: each process's device, its share of the output, the launch.
+Rank 0 alone prints and writes the checkpoint and the run record, in notebook 2's format, so
+notebook 3 evaluates the run like any other.
 NCCL on NVIDIA GPUs (``cuda:LOCAL_RANK`` for each process), gloo on the CPU.
 """
 
@@ -26,8 +28,6 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from cxr_utils import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     RECIPE,
+    TIMEOUT_S,
     DistributedLearner,
     PneumoniaCnnModel,
     ShardedBatchLoader,
@@ -54,13 +55,15 @@ from cxr_utils import (
     evaluate,
     fit,
     load_data,
+    rank_zero_first,
     resolve_precision,
     run_record,
     save_checkpoint,
+    scaled_max_lr,
     seed_everything,
+    start_processes,
 )
 
-BACKENDS = {"cuda": "nccl", "cpu": "gloo"}  # NCCL between NVIDIA (and AMD) GPUs, gloo on the CPU
 AUGMENT = True  # augment the training images, as notebook 2 does (a test switches it off)
 MADE_BY = "train_ddp.py (notebook 05)"  # in the checkpoint and the record: who made the run
 
@@ -68,10 +71,13 @@ MADE_BY = "train_ddp.py (notebook 05)"  # in the checkpoint and the record: who 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timeout", type=float, default=300.0,
+    parser.add_argument("--timeout", type=float, default=TIMEOUT_S,
                         help="seconds a process waits for the others at any collective step "
-                             "before it stops with an error (default 300: room for rank 0's "
-                             "first decode of the data)")
+                             f"before it stops with an error (default {TIMEOUT_S:g}: room for "
+                             "rank 0's first decode of the data)")
+    parser.add_argument("--lr-scaling", choices=("none", "linear", "sqrt"), default="none",
+                        help="scale CXR_MAX_LR to the global batch (scaled_max_lr): 'linear' "
+                             "(SGD's rule), 'sqrt' (a start for Adam) or 'none' (default)")
     parser.add_argument("--sync-bn", action="store_true",
                         help="batch-norm statistics over all processes' images (SyncBatchNorm; "
                              "GPUs only): slower, and the same statistics as one process")
@@ -95,17 +101,6 @@ def process_device(choice: str, local_rank: int, local_world_size: int) -> torch
     torch.cuda.set_device(local_rank)  # NCCL and this process's kernels use this GPU
     torch.backends.cudnn.benchmark = True  # the fastest kernels for the fixed input size
     return torch.device("cuda", local_rank)
-
-
-@contextlib.contextmanager
-def rank_zero_first(local_rank: int) -> Iterator[None]:
-    """The first process of each machine runs the block first (decodes, downloads, writes
-    caches); the others wait, then run it on the files it made."""
-    if local_rank != 0:
-        dist.barrier()  # wait for the files
-    yield
-    if local_rank == 0:
-        dist.barrier()  # release the others
 
 
 def process_model(config: Config, imagenet_weights: dict[str, torch.Tensor] | None,
@@ -143,39 +138,41 @@ def train(config: Config, args: argparse.Namespace, rank: int, local_rank: int,
     val_dl = ShardedBatchLoader(splits["val"], config.batch_size * 2, device, rank, world_size,
                                 pad=False)  # every image exactly once: exact validation
     precision = resolve_precision(device, config.precision)
-    print(f"batch {config.batch_size} per process, {config.batch_size * world_size} per step; "
-          f"{len(train_dl)} steps per epoch; max_lr {config.max_lr:g}; precision {precision}")
-    history = fit(config.epochs, config.max_lr, learner, train_dl, val_dl, precision=precision,
+    max_lr = scaled_max_lr(config.max_lr, world_size, args.lr_scaling)
+    print(f"batch {config.batch_size} per process, {config.batch_size * world_size} per step "
+          f"(the global batch); {len(train_dl)} steps per epoch; max_lr {max_lr:g} (CXR_MAX_LR "
+          f"{config.max_lr:g}, --lr-scaling {args.lr_scaling}); precision {precision}")
+    history = fit(config.epochs, max_lr, learner, train_dl, val_dl, precision=precision,
                   progress=False, **RECIPE)  # notebook 2's loop and recipe
     best = best_epoch(history)
     kept = evaluate(learner, val_dl, precision)  # every process takes part: it is a collective
     if not math.isclose(kept["val_loss"], best["val_loss"], rel_tol=1e-3, abs_tol=1e-6):
         raise RuntimeError(f"the kept model gives val_loss {kept['val_loss']}, not "
                            f"{best['val_loss']}: it changed after fit")
-    if rank == 0:  # one writer
-        model_info = {"arch": model.arch, "weights": weights_description,
-                      "pretrained": imagenet_weights is not None, "train_mode": "finetune",
-                      "pos_weight": pos_weight, "class_names": list(data.class_names),
-                      "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-        save_run(config, args, model, data, model_info, precision, history, device)
-    dist.barrier()  # the others stay until the files are written
+    model_info = {"arch": model.arch, "weights": weights_description,
+                  "pretrained": imagenet_weights is not None, "train_mode": "finetune",
+                  "pos_weight": pos_weight, "class_names": list(data.class_names),
+                  "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    with rank_zero_first(rank):  # one writer; the others stay until the files are written
+        if rank == 0:
+            save_run(config, args, model, data, model_info, precision, max_lr, history, device)
 
 
 def save_run(config: Config, args: argparse.Namespace, model: PneumoniaCnnModel,
-             data: XrayData, model_info: dict[str, Any], precision: str,
+             data: XrayData, model_info: dict[str, Any], precision: str, max_lr: float,
              history: list[dict[str, Any]], device: torch.device) -> None:
     """Notebook 2's run record and checkpoint, plus the record's 'distributed' section."""
     run_id, world_size = args.run_id or records.new_run_id(), dist.get_world_size()
     per_step = config.batch_size * world_size
     record = run_record(
         run_id, MADE_BY, config.as_dict(), data, model_info, precision, history, device,
-        recipe=RECIPE, hyperparams={"batch_size": per_step},
+        recipe=RECIPE, hyperparams={"batch_size": per_step, "max_lr": max_lr},
         timings={"feature_seconds": None,
                  "training_images_per_s": {"all processes": history[-1]["images_per_s"]}},
         distributed={"processes": world_size, "backend": dist.get_backend(),
                      "machines": int(os.environ.get("GROUP_WORLD_SIZE", 1)),
                      "batch_size_per_process": config.batch_size, "batch_size_per_step": per_step,
-                     "sync_batchnorm": args.sync_bn})
+                     "max_lr_scaling": args.lr_scaling, "sync_batchnorm": args.sync_bn})
     checkpoint_path = save_checkpoint(config.run_dir / "checkpoints" / f"{run_id}.pt", model,
                                       checkpoint_metadata(record))
     print("checkpoint:", checkpoint_path)
@@ -193,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")  # the same warnings as rank 0's: rank 0 alone speaks
     config = load_config()
     device = process_device(config.device, local_rank, local_world_size)
-    dist.init_process_group(BACKENDS[device.type], timeout=timedelta(seconds=args.timeout))
+    start_processes(device, args.timeout)  # notebook 5: the backend, and the timeout
     try:
         with open(os.devnull, "w") as quiet, \
                 contextlib.redirect_stdout(sys.stdout if rank == 0 else quiet):  # rank 0 prints

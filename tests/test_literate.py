@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import io
 import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from cxr_support import config as config_module
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = ROOT / "tools" / "generate_cxr_utils.py"
@@ -203,35 +207,63 @@ def test_the_module_stays_small_and_imports_support_one_way():
     assert {p.name: n for p in sources if (n := len(p.read_text().splitlines())) > 700} == {}
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_every_skill_promised_points_at_its_code(path):
-    """Each name in "After this notebook you will be able to" is code the lesson shows.
+# a CXR_* setting is shown where code reads its field of the config (CXR_EXTERNAL_DIR: external_dir)
+SETTINGS = {variable: field for field, (variable, _) in config_module._ENV.items()}
 
-    A taught helper is defined in a #@save cell of that notebook; any other name (a library call,
-    a support function) appears in one of its code cells or in a fenced code block of its prose
-    (outside the exercises), so a learner sees it used; a name only mentioned in prose does not
-    count.
-    Every line of the list names at least one thing in backticks.
-    """
-    notebook = nbformat.read(path, as_version=4)
-    markdown = markdown_of(path)
+
+def code_names(source: str) -> set[str]:
+    """The names a code cell's Python uses: its NAME tokens, never its comments or strings."""
+    tokens = tokenize.generate_tokens(io.StringIO(generator.python_of(source)).readline)
+    return {token.string for token in tokens if token.type == tokenize.NAME}
+
+
+def unshown_goals(notebook: nbformat.NotebookNode, taught_here: set[str]) -> list[str]:
+    """The problems of a notebook's "you will be able to" list: a line without a name in
+    backticks, a taught helper that no #@save cell of it defines, any other name that no code
+    cell uses (a name only in Markdown, fenced code included, or in a comment does not count)."""
+    markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
     goals = markdown.split("**After this notebook you will be able to**", 1)[1].split(
         "**You need**", 1
     )[0]
     items = [line for line in goals.splitlines() if line.startswith("- ")]
-    assert len(items) >= 2, f"{path.name}: the goals list is empty or missing"
-    taught_here = {name for cell in TAUGHT[path.name] for name in cell}
-    lesson_prose = markdown.split("## Exercises", 1)[0]
-    fenced = "\n".join(re.findall(r"```python\n(.*?)```", lesson_prose, re.DOTALL))
-    shown = "\n".join([c.source for c in notebook.cells if c.cell_type == "code"] + [fenced])
-    shown_names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", shown))
+    problems = [] if len(items) >= 2 else ["the goals list is empty or missing"]
+    shown = set().union(*(code_names(c.source) for c in notebook.cells if c.cell_type == "code"))
+    shown |= {variable for variable, field in SETTINGS.items() if field in shown}  # config.field
     for item in items:
         named = re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", item)
-        assert named, f"{path.name}: goal without any name in backticks: {item!r}"
+        problems += [] if named else [f"goal without any name in backticks: {item!r}"]
         for name in named:
-            if name in MODULE:
-                assert name in taught_here, f"{path.name} promises `{name}`; no #@save cell has it"
-            else:
-                assert name in shown_names, (
-                    f"{path.name} promises `{name}`, which no code in the lesson shows"
-                )
+            if name in MODULE and name not in taught_here:
+                problems.append(f"promises `{name}`; no #@save cell of it has it")
+            elif name not in MODULE and name not in shown:
+                problems.append(f"promises `{name}`, which no code cell of it uses")
+    return problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_skill_promised_points_at_its_code(path):
+    """Each name in "After this notebook you will be able to" is code the lesson runs.
+
+    A taught helper is defined in a #@save cell of that notebook; any other name (a library call,
+    a support function) is used by the Python of one of its code cells, so a learner sees it run.
+    A name only mentioned in prose, shown in a fenced block of Markdown or written in a comment
+    does not count. Every line of the list names at least one thing in backticks.
+    """
+    taught_here = {name for cell in TAUGHT[path.name] for name in cell}
+    assert unshown_goals(nbformat.read(path, as_version=4), taught_here) == [], path.name
+
+
+def test_a_goal_shown_only_in_markdown_is_refused():
+    """A name in a fenced block of Markdown, or in a code cell's comment, is not code shown."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("**After this notebook you will be able to**\n"
+                                      "- use `barrier`;\n- use `timeout` and `print`.\n"
+                                      "**You need**: nothing.\n\n"
+                                      "```python\ndist.barrier()\ninit(timeout=1)\n```"),
+        nbformat.v4.new_code_cell("print('timeout')  # barrier"),
+    ]
+    assert unshown_goals(notebook, set()) == [
+        "promises `barrier`, which no code cell of it uses",
+        "promises `timeout`, which no code cell of it uses",
+    ]
