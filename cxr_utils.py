@@ -838,6 +838,9 @@ def predict_image(image: Path | str | Image.Image, model: PneumoniaCnnModel,
                   metadata: dict[str, Any], device: torch.device,
                   heatmap: bool = False) -> dict[str, Any]:
     """One image as in training: probability, label and optionally a heatmap (03, 'One image')."""
+    if metadata.get("synthetic_data"):
+        warnings.warn("This model learned from the synthetic sample, not from X-rays: its answer "
+                      "says nothing about a real film.", stacklevel=2)
     size = int(metadata["image_size"])
     if not isinstance(image, Image.Image) and not Path(image).is_file():
         raise FileNotFoundError(f"No image at {image}: check the path.")
@@ -903,7 +906,7 @@ def log_to_jovian(record: dict[str, Any], project: str, outputs: Sequence[Path] 
 
 # 04_jovian_logging.ipynb, section "Your own records: comparing runs"
 def compare_runs(run_records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per run: data, settings, best validation, test metrics (04, 'Your own records')."""
+    """One row per run: data, settings, processes, validation, test (04, 'Your own records')."""
     rows = []
     for r in run_records:
         model, hyperparams = r.get("model", {}), r.get("hyperparams", {})
@@ -917,6 +920,8 @@ def compare_runs(run_records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "weights": "imagenet" if model.get("pretrained") else "random",
             "mode": model.get("train_mode"), "size": r.get("config", {}).get("image_size"),
             "epochs": len(r.get("history") or []), "max_lr": hyperparams.get("max_lr"),
+            "processes": (r.get("distributed") or {}).get("processes", 1),  # notebook 5: several
+            "batch_per_step": hyperparams.get("batch_size"),  # all processes' images per step
             "pos_weight": model.get("pos_weight"), "best_val_loss": kept.get("val_loss", math.nan),
             **{f"test_{short}": test.get(name, math.nan) for short, name in
                [("acc", "accuracy"), ("sens", "sensitivity"), ("spec", "specificity"),

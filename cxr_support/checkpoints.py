@@ -42,7 +42,21 @@ def latest_checkpoint(run_dir: Path) -> Path:
     if not found:
         raise CheckpointError(f"No checkpoint in {folder}. Run notebooks/02_training_on_gpu.ipynb "
                               f"first (it trains and saves one). {hosted.ROUTES}")
+    print(f"The newest checkpoint, {found[-1].name}: {origin(saved_metadata(found[-1]) or {})}")
     return found[-1]
+
+
+def origin(meta: dict[str, Any]) -> str:
+    """Where a checkpoint came from, in one line: its run, the notebook or script that made it,
+    its processes, its data (real or synthetic) and its decision threshold."""
+    processes = meta.get("processes", 1)
+    made_by = meta.get("made_by") or ("train_ddp.py (notebook 05)" if processes > 1
+                                      else "notebook 02")  # checkpoints older than made_by
+    data = ("the SYNTHETIC sample, not real X-rays" if meta.get("synthetic_data")
+            else "real X-rays" if "synthetic_data" in meta else "unknown data")
+    how = meta.get("threshold_method", "none chosen yet: notebook 03 chooses one")
+    return (f"run {meta.get('run_id')}, made by {made_by} in {processes} process(es), "
+            f"trained on {data}; threshold {meta.get('threshold', 0.5):.3f} ({how})")
 
 
 def write_checkpoint(path: Path, state_dict: dict[str, torch.Tensor],
@@ -72,16 +86,21 @@ def write_checkpoint(path: Path, state_dict: dict[str, torch.Tensor],
     return path
 
 
+def saved_metadata(path: Path) -> dict[str, Any] | None:
+    """A checkpoint's metadata, read without its weights; None when it cannot be read."""
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("metadata")
+    except Exception:  # damaged, not a zip checkpoint, or not ours
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def saved_run_id(path: Path) -> str | None:
     """The ``run_id`` in a checkpoint's metadata.
 
     None when the file has none or cannot be read.
     """
-    try:
-        meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("metadata")
-    except Exception:  # damaged, not a zip checkpoint, or not ours
-        return None
-    return meta.get("run_id") if isinstance(meta, dict) else None
+    return (saved_metadata(path) or {}).get("run_id")
 
 
 def read_checkpoint(path: Path,

@@ -33,8 +33,10 @@ KAGGLE_MOUNT = Path("/kaggle/input/chest-xray-pneumonia/chest_xray")
 
 
 def default_data_dirs() -> list[Path]:
-    """Places searched for the dataset when CXR_DATA_DIR is unset."""
-    return [PROJECT_ROOT / "data", Path.cwd() / "data", KAGGLE_MOUNT.parent]
+    """Places searched for the dataset when CXR_DATA_DIR is unset, each once (the project's
+    data/ is the working folder's when a script runs from the project folder)."""
+    places = [PROJECT_ROOT / "data", Path.cwd() / "data", KAGGLE_MOUNT.parent]
+    return list({place.resolve(): place for place in places}.values())
 
 
 def find_dataset(data_dir: Path | None) -> Path | None:

@@ -311,6 +311,28 @@ def test_latest_checkpoint_is_the_newest_run_not_the_newest_write(tmp_path):
     assert latest_checkpoint(tmp_path) == folder / "20260102-090000-000000-bbbb.pt"
 
 
+def test_the_newest_checkpoint_says_where_it_came_from(tmp_path, capsys):
+    """Picking the newest checkpoint prints its run, the notebook or script that made it, its
+    processes, whether it learned from the synthetic sample, and its threshold; a checkpoint of
+    notebook 5's script is named as such, also one written before checkpoints said who made them."""
+    from cxr_support.checkpoints import origin, write_checkpoint
+
+    state = {"w": torch.zeros(1)}
+    ddp = {"run_id": "20260102-090000-000000-bbbb", "made_by": "train_ddp.py (notebook 05)",
+           "processes": 2, "synthetic_data": True}
+    write_checkpoint(tmp_path / "checkpoints" / f"{ddp['run_id']}.pt", state, ddp)
+    write_checkpoint(tmp_path / "checkpoints" / "20260101-120000-000000-aaaa.pt", state,
+                     {"run_id": "20260101-120000-000000-aaaa", "made_by": "notebook 02"})
+    assert latest_checkpoint(tmp_path).stem == ddp["run_id"]
+    shown = capsys.readouterr().out
+    assert "run 20260102-090000-000000-bbbb, made by train_ddp.py (notebook 05) in 2 " in shown
+    assert "SYNTHETIC sample" in shown and "threshold 0.500 (none chosen yet" in shown
+    older = origin({"run_id": "r", "processes": 2, "synthetic_data": False, "threshold": 0.31,
+                    "threshold_method": "youden on validation split"})
+    assert older == ("run r, made by train_ddp.py (notebook 05) in 2 process(es), trained on "
+                     "real X-rays; threshold 0.310 (youden on validation split)")
+
+
 @pytest.mark.parametrize("make_folder", [True, False])
 def test_latest_checkpoint_none_names_notebook_02(tmp_path, make_folder):
     """With no checkpoint (empty or missing folder) latest_checkpoint raises CheckpointError.

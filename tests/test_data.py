@@ -633,3 +633,15 @@ def test_resolve_dataset_uses_real_data_and_never_falls_back_when_dir_is_wrong(t
     with pytest.raises(DataError, match="wrong-place"):
         resolve_dataset(tmp_path / "wrong-place", tmp_path / "runs")
     assert not (tmp_path / "runs" / "synthetic").exists()
+
+
+def test_the_default_places_are_each_named_once(monkeypatch):
+    """Run from the project folder (a by-hand torchrun launch), data/ there is the project's
+    data/: it is searched, and named in the synthetic sample's banner, once."""
+    from cxr_support.paths import PROJECT_ROOT
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    places = dataset.default_data_dirs()
+    assert places[0] == PROJECT_ROOT / "data" and len(places) == len({p.resolve() for p in places})
+    monkeypatch.chdir(PROJECT_ROOT / "notebooks")
+    assert PROJECT_ROOT / "notebooks" / "data" in dataset.default_data_dirs()

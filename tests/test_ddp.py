@@ -345,3 +345,25 @@ def test_a_failing_rank_stops_every_rank_in_bounded_time(settings, tmp_path, mod
     assert all(_gone(pid) for pid in pids), "a process was left behind"
     assert not list((tmp_path / "runs").glob("checkpoints/*.pt"))
     assert not list((tmp_path / "runs").glob("records/*.json"))
+
+
+def test_exercise_2_launches_by_hand_what_the_notebook_launches():
+    """Notebook 5's exercise 2 launches train_ddp.py by hand with the notebook's own settings:
+    the epochs of its quick default (not quick mode's usual 6), quick mode, its network, the CPU;
+    and the launch cell prints that command."""
+    import re
+
+    import nbformat
+
+    from cxr_support.config import resolve_arch
+
+    notebook = nbformat.read(ROOT / "notebooks" / "05_several_gpus.ipynb", as_version=4)
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    exercise = next(c.source for c in notebook.cells
+                    if c.cell_type == "markdown" and c.source.startswith("2. "))
+    epochs = int(re.search(r'two_epochs = \{"epochs": (\d+)\}', code).group(1))
+    command = re.search(r"`(CXR_BATCH_SIZE=[^`]*torchrun[^`]*)`", exercise).group(1)
+    given = dict(re.findall(r"(CXR_\w+)=(\S+)", command))
+    assert given == {"CXR_BATCH_SIZE": "16", "CXR_EPOCHS": str(epochs), "CXR_QUICK": "1",
+                     "CXR_ARCH": resolve_arch("auto", quick=True), "CXR_DEVICE": "cpu"}
+    assert '"CXR_EPOCHS": str(epochs)' in code and "by_hand" in code

@@ -8,6 +8,7 @@ initialised ResNet50 built once for the module and a few tiny images written to 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -511,3 +512,15 @@ def test_binary_metrics_counts_with_the_taught_rule():
     taught = cxr.accuracy(torch.tensor(probs), torch.tensor(labels), 0.5).item()
     assert m["accuracy"] == pytest.approx(taught) == pytest.approx(3 / 5)
     assert m["confusion_matrix"] == [[1, 1], [1, 2]]
+
+
+def test_predict_image_warns_when_the_model_learned_from_the_synthetic_sample(model, xray_jpeg):
+    """A model trained on the synthetic sample still predicts, with a warning that says its answer
+    means nothing for a real film; a model trained on real X-rays predicts without one."""
+    meta = {"image_size": 32, "synthetic_data": True}
+    with pytest.warns(UserWarning, match="synthetic sample"):
+        warned = cxr.predict_image(xray_jpeg, model, meta, CPU)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = cxr.predict_image(xray_jpeg, model, {**meta, "synthetic_data": False}, CPU)
+    assert warned["probability"] == quiet["probability"]

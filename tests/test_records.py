@@ -378,6 +378,8 @@ def test_compare_runs_rows(tmp_path):
             "size": 64,
             "epochs": 3,
             "max_lr": 2e-3,
+            "processes": 1,
+            "batch_per_step": 32,
             "pos_weight": 0.5,
             "best_val_loss": 0.55,
             "test_acc": 0.8,
@@ -394,6 +396,8 @@ def test_compare_runs_rows(tmp_path):
             "size": 224,
             "epochs": 2,
             "max_lr": 1e-3,
+            "processes": 1,
+            "batch_per_step": 32,
             "pos_weight": 0.35,
             "best_val_loss": 0.4,
             "test_acc": 0.91,
@@ -719,3 +723,12 @@ def test_the_checkpoint_metadata_is_read_from_the_run_record(tmp_path):
         "mean": list(cxr.IMAGENET_MEAN), "std": list(cxr.IMAGENET_STD),
         "metrics": {"val_loss": 0.6, "val_acc": 0.75}}
     assert json.loads(json.dumps(record, default=str))["run_id"] == "r1"
+
+
+def test_compare_runs_shows_the_processes_and_the_batch_of_a_step():
+    """A notebook 5 run shows its processes and its global batch; a notebook 2 run, 1 process."""
+    one = {"run_id": "one", "hyperparams": {"batch_size": 32}, "history": []}
+    two = {"run_id": "two", "hyperparams": {"batch_size": 64}, "history": [],
+           "distributed": {"processes": 2, "batch_size_per_process": 32}}
+    rows = compare_runs([one, two])
+    assert [(r["processes"], r["batch_per_step"]) for r in rows] == [(1, 32), (2, 64)]
