@@ -177,21 +177,23 @@ def test_docstrings_name_the_defining_notebook_and_section():
 
 
 def test_the_module_stays_small_and_imports_support_one_way():
-    """cxr_utils.py has at most 823 lines of code (not counting blanks and comments).
+    """cxr_utils.py has at most 890 lines of code (not counting blanks and comments).
 
     700 held the four single-GPU lessons; notebook 5's two classes for several processes
-    (ShardedBatchLoader, DistributedLearner) took it to 750; notebook 6's helpers (the shortcut
-    probe, the Grad-CAM share, sensitivity per pneumonia subtype, net benefit) and the one import
-    they add (dataclasses) take 73 lines: 823. cxr_support never imports it; no source file is
-    longer than 700 lines.
+    (ShardedBatchLoader, DistributedLearner) took it to 750. Issue 29 then moved what the
+    lessons teach into their cells: notebook 2's recipe, run record and checkpoint metadata,
+    notebook 5's learning-rate rule, one writer and timeout (before, train_ddp.py held them):
+    817 for notebooks 1 to 5. Notebook 6's helpers (the shortcut probe, the Grad-CAM share,
+    sensitivity per pneumonia subtype, net benefit) and the one import they add take 73 lines:
+    890. cxr_support never imports it; no source file is longer than 700 lines.
     """
     code = [
         line
         for line in MODULE_SOURCE.splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert len(code) <= 823, (
-        f"cxr_utils.py has {len(code)} lines of code, over 823: shorten the #@save cells"
+    assert len(code) <= 890, (
+        f"cxr_utils.py has {len(code)} lines of code, over 890: shorten the #@save cells"
     )
     for path in (ROOT / "cxr_support").glob("*.py"):
         nodes = list(ast.walk(ast.parse(path.read_text())))
