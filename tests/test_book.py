@@ -305,3 +305,38 @@ def test_no_page_loads_scripts_styles_or_images_from_other_hosts(book):
         assert not outside.search(path.read_text()), path
     for path in book["site"].rglob("*.css"):
         assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", path.read_text()), path
+
+
+LAYOUT = """() => ({
+  clipped: [...document.querySelectorAll('.bd-article div.cell pre')]
+    .filter(pre => Math.max(...pre.textContent.split('\\n').map(line => line.length)) <= 100)
+    .filter(pre => pre.scrollWidth > pre.clientWidth + 1).map(pre => pre.textContent.slice(0, 60)),
+  launch: [...document.querySelectorAll('.bd-article div.cell')]
+    .filter(cell => cell.innerText.includes('torchrun exited with'))
+    .map(cell => cell.querySelectorAll('.cell_output .output.stream').length),
+  tables: [...document.querySelectorAll('.bd-article table')].map(table => ({
+    header: table.querySelector('thead')?.getBoundingClientRect().height ?? 0,
+    line: parseFloat(getComputedStyle(table).lineHeight) || 24,
+    scrolls: getComputedStyle(table.parentElement).overflowX,
+    wider: table.scrollWidth > table.parentElement.clientWidth})),
+})"""
+
+
+def test_code_fits_streams_are_one_box_and_tables_scroll(base_url, browser):
+    """In a window 1,400 px wide, code and output lines within the project's 100 characters show
+    whole; notebook 05's torchrun launch, printed as it ran, is one box of text; the front page's
+    tables have one-line headers and scroll sideways when wider than the column."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        facts = {}
+        for name in [*PAGES, "index.html"]:
+            page.goto(base_url + name)
+            facts[name] = page.evaluate(LAYOUT)
+    finally:
+        page.close()
+    for name in PAGES:
+        assert facts[name]["clipped"] == [], name
+    assert facts["05_several_gpus.html"]["launch"] == [1]  # its chunks, one box
+    for table in facts["index.html"]["tables"]:
+        assert table["header"] < 2.5 * table["line"], table
+        assert table["scrolls"] in ("auto", "scroll") or not table["wider"], table

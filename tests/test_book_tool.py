@@ -206,3 +206,23 @@ def test_the_model_card_of_the_series_run_is_a_page_after_the_notebooks(tmp_path
     assert f"\n{name.removesuffix('.ipynb')}\nmodel-card\n```" in index
     build_book.write_source(tmp_path / "no-card", [executed], build_book.describe_run(None), REPO)
     assert not (tmp_path / "no-card" / "model-card.md").exists()
+
+
+def test_a_streamed_cell_is_one_box_of_text_per_stream(tmp_path):
+    """The chunks a cell printed as it ran (stdout, stdout, stderr, stdout) become one output per
+    run of one stream, in order; other outputs stay where they were."""
+    chunks = [("stdout", "epoch 0\n"), ("stdout", "epoch 1\n"), ("stderr", "warning\n"),
+              ("stdout", "done\n")]
+    cell = nbformat.v4.new_code_cell("launch()")
+    cell.outputs = [nbformat.v4.new_output("stream", name=name, text=text) for name, text in chunks]
+    cell.outputs.append(nbformat.v4.new_output("execute_result", data={"text/plain": "1"},
+                                               execution_count=1))
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    path = tmp_path / "05_several_gpus.ipynb"
+    nbformat.write(notebook, path)
+    provenance = build_book.describe_run(record(False, True))
+    page = build_book.book_notebook(path, REPO, provenance, set(), set())
+    outputs = next(c for c in page.cells if c.cell_type == "code").outputs
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in outputs] == [
+        ("stream", "stdout", "epoch 0\nepoch 1\n"), ("stream", "stderr", "warning\n"),
+        ("stream", "stdout", "done\n"), ("execute_result", None, None)]

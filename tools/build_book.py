@@ -51,6 +51,11 @@ CSS = """\
 .bd-header-announcement { color: #fff; font-size: 1.05em; }
 .bd-header-announcement a { color: #fff; text-decoration: underline; }
 .cxr-launch { font-size: 0.95em; }
+/* code and outputs: the series' lines of up to 100 characters fit the column of a wide window */
+.bd-article div.cell pre, .bd-article div.highlight pre { font-size: 0.76em; }
+/* tables: headers on one line; a table wider than the column scrolls instead of being cut */
+.bd-article table th { white-space: nowrap; vertical-align: bottom; }
+.bd-article .pst-scrollable-table-container, .bd-article .table-wrapper { overflow-x: auto; }
 """
 # a grey film with two lungs: without an icon, browsers ask the server for a missing favicon.ico
 FAVICON = """\
@@ -304,6 +309,8 @@ def book_notebook(executed: Path, repo: str, provenance: Provenance, front_ancho
     for cell in notebook.cells:
         if cell.cell_type == "markdown":
             cell.source = rewrite_links(cell.source, here, repo, front_anchors, pages)
+        elif cell.cell_type == "code":
+            cell.outputs = merged_streams(cell.outputs)
     first = notebook.cells[0] if notebook.cells else None
     top = 0
     if first is not None and first.cell_type == "markdown" and NAV_PATTERN.search(first.source):
@@ -316,6 +323,21 @@ def book_notebook(executed: Path, repo: str, provenance: Provenance, front_ancho
               + provenance_markdown(provenance, "this page"))
     notebook.cells.insert(top, nbformat.v4.new_markdown_cell(header))
     return notebook
+
+
+def merged_streams(outputs: list[nbformat.NotebookNode]) -> list[nbformat.NotebookNode]:
+    """Consecutive chunks of one stream as one output: a cell that printed as it ran (notebook
+    05's torchrun launch) shows one box of text, not one box per chunk."""
+    merged: list[nbformat.NotebookNode] = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (output.get("output_type") == "stream" and previous is not None
+                and previous.get("output_type") == "stream"
+                and previous.get("name") == output.get("name")):
+            previous["text"] = previous["text"] + output["text"]
+        else:
+            merged.append(output)
+    return merged
 
 
 def front_page(readme: str, repo: str, provenance: Provenance, pages: list[str],
