@@ -8,8 +8,6 @@ read lives in ``cxr_support``."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import itertools
 import json
 import math
 import random
@@ -94,22 +92,6 @@ def patient_split(samples: Sequence[tuple[Path, int]], val_fraction: float = 0.1
             taken += len(by_patient[patient])
     val_set = set(val)
     return [i for i in range(len(samples)) if i not in val_set], sorted(val)
-
-# 01_data_preview.ipynb, section "The patient split"
-def random_image_split(n: int, val_fraction: float = 0.1,
-                       seed: int = 42) -> tuple[list[int], list[int]]:
-    """The blog post's split, at random by image: it leaks patients (01, 'The patient split')."""
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_val = int(val_fraction * n)
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
-def patients_on_both_sides(samples: Sequence[tuple[Path, int]], train_idx: Iterable[int],
-                           val_idx: Iterable[int]) -> int:
-    """Count patients with images on both sides of a split: the leak (01, 'The patient split')."""
-    train_patients = {patient_id(samples[i][0]) for i in train_idx}
-    return len(train_patients & {patient_id(samples[i][0]) for i in val_idx})
 
 # 01_data_preview.ipynb, section "Decoding once"
 def prepare_data(root: Path, run_dir: Path, image_size: int, seed: int = 42,
@@ -234,39 +216,11 @@ class XrayFileDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(read_xray(self.paths[index], self.draft_size)), self.labels[index]
 
-
-def show_image(img_tuple: tuple[torch.Tensor, int],
-               class_names: Sequence[str] = CLASS_NAMES) -> None:
-    """Show one (image, label) pair with its label, as in the blog post (01, 'One image')."""
-    import matplotlib.pyplot as plt  # imported here: plotting is not needed to train
-
-    image, label = img_tuple
-    plt.imshow(image[0].float().cpu(), cmap="gray", vmin=0, vmax=1)
-    plt.axis("off")
-    plt.title(f"Label: {decode_label(int(label), class_names)}")
-
 # 01_data_preview.ipynb, section "One image, the blog post's way"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
 
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# 01_data_preview.ipynb, section "A batch, ready for training"
-def show_batch(dl: Iterable, invert: bool = False, nrow: int = 8,
-               class_names: Sequence[str] = CLASS_NAMES) -> None:
-    """Show the first batch of a loader as a grid, with its labels (01, 'A batch')."""
-    import matplotlib.pyplot as plt  # imported here: plotting is not needed to train
-    from torchvision.utils import make_grid
-
-    images, labels = next(iter(dl))
-    images = images.float().cpu()
-    data = 1 - images if invert else images
-    fig, ax = plt.subplots(figsize=(2 * nrow, 2 * math.ceil(len(images) / nrow)))
-    ax.set(xticks=[], yticks=[])
-    ax.imshow(make_grid(data, nrow=nrow).permute(1, 2, 0))
-    names = [decode_label(int(x), class_names)[0] for x in labels.cpu()]
-    key = ", ".join(f"{name[0]}={name}" for name in class_names)
-    ax.set_title(f"labels ({key}): " + " ".join(names), fontsize=9)
 
 # 02_training_on_gpu.ipynb, section "Settings"
 def seed_everything(seed: int) -> None:
@@ -284,11 +238,9 @@ def get_default_device(preference: str = "auto") -> torch.device:
 
 
 def to_device(data: Any, device: torch.device) -> Any:
-    """Move a tensor, or a list/tuple/dict of tensors, to ``device`` (02, 'The device')."""
+    """Move a tensor, or a list/tuple of tensors, to ``device`` (02, 'The device')."""
     if isinstance(data, (list, tuple)):
         return [to_device(x, device) for x in data]
-    if isinstance(data, dict):
-        return {k: to_device(v, device) for k, v in data.items()}
     return data.to(device, non_blocking=True)
 
 
@@ -304,17 +256,6 @@ class DeviceDataLoader:
 
     def __len__(self) -> int:
         return len(self.dl)
-
-# 02_training_on_gpu.ipynb, section "The input pipeline: why decoding every epoch starves a GPU"
-def make_classic_loader(split: XraySplit, image_size: int, batch_size: int, train: bool,
-                        device: torch.device, workers: int = 2) -> DeviceDataLoader:
-    """Decode every file in every epoch, in DataLoader workers (02, 'The input pipeline')."""
-    transform = make_transforms(image_size, train)
-    files = XrayFileDataset(split.paths, split.labels.tolist(), transform, draft_size=image_size)
-    loader = torch.utils.data.DataLoader(
-        files, batch_size=batch_size, shuffle=train, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    return DeviceDataLoader(loader, device)
 
 # 02_training_on_gpu.ipynb, section "The input pipeline: why decoding every epoch starves a GPU"
 class CachedBatchLoader:
@@ -356,24 +297,6 @@ def synchronize(device: torch.device | None) -> None:
     """Wait until the device has done its queued work, for timings (02, 'The input pipeline')."""
     if device is not None and device.type != "cpu":  # None: nothing to wait for
         getattr(torch, device.type).synchronize()  # torch.cuda, torch.mps or torch.xpu
-
-
-def images_per_second(step, batches: Iterable, warmup: int = 2,
-                      sync_device: torch.device | None = None,
-                      max_batches: int | None = None) -> float:
-    """Images/s of ``step(batch)`` over ``batches``, after warm-up (02, 'The input pipeline')."""
-    if max_batches is not None:
-        batches = itertools.islice(batches, warmup + max_batches)
-    iterator = iter(batches)
-    for _ in range(warmup):
-        step(next(iterator))
-    synchronize(sync_device)
-    count, start = 0, time.perf_counter()
-    for batch in iterator:
-        step(batch)
-        count += len(batch[1])
-    synchronize(sync_device)
-    return count / (time.perf_counter() - start)
 
 # 02_training_on_gpu.ipynb, section "The model"
 def correct_predictions(probs: torch.Tensor, labels: torch.Tensor,
@@ -543,7 +466,6 @@ def train_one_epoch(
 ) -> dict[str, Any]:
     """One pass over the training data, a step per batch; loss, rates, speed (02, 'Training')."""
     device = next(model.parameters()).device
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     model.train()
     losses, lrs, seen, start = [], [], 0, time.perf_counter()
     for batch in progress_bar(train_loader, desc=desc, disable=not progress, leave=False):
@@ -552,7 +474,7 @@ def train_one_epoch(
         scaler.scale(loss).backward()  # fp16: loss times a large factor: no gradient underflows
         if grad_clip:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            nn.utils.clip_grad_value_(params, grad_clip)
+            nn.utils.clip_grad_value_(model.parameters(), grad_clip)  # frozen ones have no gradient
         scaler.step(optimizer)  # fp16: skipped when a gradient is inf or NaN
         scaler.update()  # fp16: a smaller factor after a skip, a larger one after many good steps
         optimizer.zero_grad(set_to_none=True)
@@ -626,12 +548,6 @@ def constant_loss(labels: torch.Tensor, pos_weight: float) -> float:
         return 0.0
     q = pos_weight * p / (pos_weight * p + 1 - p)  # the one probability that minimises it
     return -(pos_weight * p * math.log(q) + (1 - p) * math.log(1 - q))
-
-# 02_training_on_gpu.ipynb, section "Pitfall: accuracy averaged per batch"
-def per_batch_mean_accuracy(correct: Sequence[bool], batch_size: int) -> float:
-    """The blog post's mean of per-batch accuracies (02, 'Pitfall: accuracy averaged per batch')."""
-    batches = [correct[i : i + batch_size] for i in range(0, len(correct), batch_size)]
-    return float(np.mean([np.mean(b) for b in batches]))
 
 # 02_training_on_gpu.ipynb, section "Saving the checkpoint"
 def save_checkpoint(path: Path, model: PneumoniaCnnModel, metadata: dict[str, Any]) -> Path:
@@ -1021,94 +937,3 @@ TIMEOUT_S = 300.0  # seconds a collective step may wait for the other processes
 def start_processes(device: torch.device, timeout_s: float = TIMEOUT_S) -> None:
     """Join the job; a collective that waits over timeout_s raises (05, 'When a process fails')."""
     dist.init_process_group(BACKENDS[device.type], timeout=timedelta(seconds=timeout_s))
-
-# 06_trusting_the_model.ipynb, section "A shortcut probe"
-LUNG_BOX = {"top": 0.15, "bottom": 0.80, "left": 0.15, "right": 0.85}  # fractions of the film
-
-
-def lung_mask(size: int, box: dict[str, float] = LUNG_BOX) -> torch.Tensor:
-    """A size x size mask, True inside ``box`` (06, 'A shortcut probe')."""
-    rows, cols = torch.arange(size) + 0.5, torch.arange(size) + 0.5  # pixel centres
-    inside_rows = (rows >= box["top"] * size) & (rows < box["bottom"] * size)
-    inside_cols = (cols >= box["left"] * size) & (cols < box["right"] * size)
-    return inside_rows[:, None] & inside_cols[None, :]
-
-
-def blank(split: XraySplit, mask: torch.Tensor, keep: str) -> XraySplit:
-    """The split with black inside or outside the mask (06, 'A shortcut probe').
-
-    keep='inside' keeps the box (lungs only); keep='outside' blanks it (no lungs).
-    """
-    kept = mask if keep == "inside" else ~mask
-    pixels = split.pixels * kept.to(split.pixels.dtype)  # every film, the same pixels zeroed
-    return dataclasses.replace(split, name=f"{split.name}-{keep}", pixels=pixels)
-
-# 06_trusting_the_model.ipynb, section "A shortcut probe"
-def train_probe(train: XraySplit, val: XraySplit, record: dict[str, Any], device: torch.device,
-                imagenet_weights: dict[str, torch.Tensor] | None, seed: int = 42
-                ) -> PneumoniaCnnModel:
-    """Notebook 2's recipe, read from its run record, on other pixels (06, 'A shortcut probe')."""
-    hp, frozen = record["hyperparams"], record["model"]["train_mode"] == "feature_extractor"
-    seed_everything(seed)
-    model = PneumoniaCnnModel(imagenet_weights, pos_weight=record["model"]["pos_weight"],
-                              arch=hp["arch"], freeze_backbone=frozen).to(device)
-    batch = hp["batch_size"]
-    if frozen:  # as in notebook 2: the frozen backbone runs once, the head trains on features
-        def stored(split: XraySplit, shuffle: bool) -> DeviceDataLoader:
-            feats = torch.cat([backbone_features(model, to_model_input(split.pixels[i:i + batch]
-                                                                       .to(device))).cpu()
-                               for i in range(0, len(split), batch)])
-            return DeviceDataLoader(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
-                feats, split.labels.float()), batch, shuffle=shuffle), device)
-        learner, loaders = FeatureHead(model), (stored(train, True), stored(val, False))
-    else:
-        learner, loaders = model, (
-            CachedBatchLoader(train, batch, device, shuffle=True, augment=True, seed=seed),
-            CachedBatchLoader(val, batch * 2, device))
-    fit(hp["epochs"], hp["max_lr"], learner, *loaders, weight_decay=hp["weight_decay"],
-        grad_clip=hp["grad_clip"], opt_func=getattr(torch.optim, hp["opt"]),
-        precision=hp["precision"], progress=False)
-    return model.eval()
-
-# 06_trusting_the_model.ipynb, section "Where the model looks, in numbers"
-def box_share(heatmaps: np.ndarray, mask: torch.Tensor) -> np.ndarray:
-    """Each heatmap's share of its mass inside ``mask`` (06, 'Where the model looks')."""
-    inside = (heatmaps * mask.numpy()).sum(axis=(1, 2))
-    return inside / np.maximum(heatmaps.sum(axis=(1, 2)), 1e-12)
-
-
-def outcome_names(labels: torch.Tensor, probs: torch.Tensor, threshold: float) -> list[str]:
-    """'TP', 'FP', 'FN' or 'TN' for every film at ``threshold`` (06, 'Where the model looks')."""
-    predicted = (probs >= threshold).long()
-    return [("T" if int(p) == int(y) else "F") + ("P" if int(p) else "N")
-            for p, y in zip(predicted, labels)]
-
-# 06_trusting_the_model.ipynb, section "Who it misses"
-def pneumonia_subtype(path: str | Path) -> str | None:
-    """'bacteria' or 'virus' from a Kaggle file name, else None (06, 'Who it misses')."""
-    found = re.search(r"_(bacteria|virus)_", Path(path).name.lower())
-    return found.group(1) if found else None
-
-
-def subtype_sensitivity(paths: Sequence[Path], labels: torch.Tensor, probs: torch.Tensor,
-                        threshold: float, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Sensitivity per subtype, with intervals resampling patients (06, 'Who it misses')."""
-    result = {}
-    for kind in ("bacteria", "virus"):
-        rows = [i for i, path in enumerate(paths) if labels[i] == 1 and
-                pneumonia_subtype(path) == kind]
-        patients = [patient_id(paths[i]) for i in rows]
-        ci = bootstrap_ci(labels[rows], probs[rows], threshold, n_boot, seed,
-                          groups=patients)["sensitivity"]
-        result[kind] = {"n": len(rows), "patients": len(set(patients)), "ci": list(ci),
-                        "sensitivity": float((probs[rows] >= threshold).float().mean())}
-    return result
-
-# 06_trusting_the_model.ipynb, section "What a threshold costs: decision curves"
-def net_benefit(labels, probs, thresholds: Sequence[float]) -> np.ndarray:
-    """Net benefit of acting when prob >= t, for each t (06, 'What a threshold costs')."""
-    y, p = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
-    t = np.asarray(thresholds, dtype=float)[:, None]
-    act = p[None, :] >= t  # the taught rule: a probability at the threshold counts as positive
-    tp, fp = (act & (y == 1)).sum(axis=1), (act & (y == 0)).sum(axis=1)
-    return tp / len(y) - fp / len(y) * t[:, 0] / (1 - t[:, 0])

@@ -4,8 +4,14 @@ No fixtures here.
 """
 
 from __future__ import annotations
+import __future__
 
+import ast
+import functools
 import json
+import re
+import textwrap
+import types
 from pathlib import Path
 
 import nbformat
@@ -187,6 +193,60 @@ def execute_notebook(notebook: nbformat.NotebookNode, cwd: Path, timeout: int = 
         resources={"metadata": {"path": str(cwd)}},
     ).execute()
     return json.dumps([cell.get("outputs", []) for cell in notebook.cells])
+
+
+SOLUTION_CODE = re.compile(r"<details><summary>Solution</summary>(.*?)</details>", re.DOTALL)
+PYTHON_BLOCK = re.compile(r"^   ```python\n(.*?)^   ```", re.DOTALL | re.MULTILINE)
+
+
+def solution_blocks(notebook: nbformat.NotebookNode) -> list[str]:
+    """The Python code blocks of every exercise's folded solution, dedented, in order.
+
+    Each exercise is a Markdown cell after the '## Exercises' cell, its solution folded in it.
+    """
+    markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
+    starts = [i for i, source in enumerate(markdown) if source.startswith("## Exercises")]
+    assert len(starts) == 1, "no Markdown cell of its own starts with '## Exercises'"
+    start = starts[0]
+    return [
+        textwrap.dedent(block)
+        for exercise in markdown[start + 1:]
+        for solution in SOLUTION_CODE.findall(exercise)
+        for block in PYTHON_BLOCK.findall(solution)
+    ]
+
+
+@functools.cache
+def lesson(stem: str) -> types.SimpleNamespace:
+    """What a lesson's cells define, read from the notebook: the helpers it keeps to itself.
+
+    A helper that only its own lesson uses is not saved to cxr_utils (d2l's way), so the notebook
+    is its one source. This runs the cells that only import or define (functions, classes,
+    UPPER_CASE constants), as the kernel runs them, and none of the cells that do the work.
+    """
+    path = ROOT / "notebooks" / f"{stem}.ipynb"
+    namespace: dict = {"__name__": f"lesson_{stem[:2]}"}
+    flags = __future__.annotations.compiler_flag  # as the setup cell's future import does
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        lines = [line for line in cell.source.splitlines() if not line.startswith(("%", "!"))]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except SyntaxError:  # IPython inside a block (the setup cell's !git): not a definition
+            continue
+        if tree.body and all(_only_defines(node) for node in tree.body):
+            exec(compile(tree, str(path), "exec", flags=flags, dont_inherit=True), namespace)
+    return types.SimpleNamespace(**namespace)
+
+
+def _only_defines(node: ast.stmt) -> bool:
+    """An import (not from __future__), a def or class, or an assignment to UPPER_CASE names."""
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
+        return not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
+    return isinstance(node, ast.Assign) and all(
+        isinstance(t, ast.Name) and t.id.isupper() for t in node.targets
+    )
 
 
 def run_series_notebook(name: str, timeout: int = 600) -> str:

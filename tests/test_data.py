@@ -21,6 +21,7 @@ from helpers import (
     SIZE,
     TINY_LAYOUT,
     kaggle_samples,
+    lesson,
     make_tree,
     snapshot,
     write_fake_jpeg,
@@ -42,6 +43,8 @@ from cxr_support.errors import DataError
 from cxr_support.images import decode_resized
 from cxr_support.names import SPLIT_FOLDERS
 from cxr_support.pixel_cache import load_pixels
+
+notebook01 = lesson("01_data_preview")  # helpers it keeps in its cells, not in cxr_utils
 
 # ----------------------------------------------------------------------------- patient ids
 
@@ -84,7 +87,7 @@ def test_patient_split_keeps_patients_on_one_side(tmp_path):
     """No patient has images on both sides, and every index appears exactly once."""
     samples = kaggle_samples(tmp_path)
     train, val = cxr.patient_split(samples, val_fraction=0.2, seed=1)
-    assert cxr.patients_on_both_sides(samples, train, val) == 0
+    assert notebook01.patients_on_both_sides(samples, train, val) == 0
     assert sorted(train + val) == list(range(len(samples)))
     assert not set(train) & set(val)
     assert train == sorted(train) and val == sorted(val)
@@ -133,10 +136,10 @@ def test_random_image_split_leaks_patients(tmp_path):
     This is the pitfall it shows.
     """
     samples = kaggle_samples(tmp_path)
-    train, val = cxr.random_image_split(len(samples), val_fraction=0.2, seed=1)
+    train, val = notebook01.random_image_split(len(samples), val_fraction=0.2, seed=1)
     assert sorted(train + val) == list(range(len(samples)))
     assert len(val) == int(0.2 * len(samples))
-    assert cxr.patients_on_both_sides(samples, train, val) > 0
+    assert notebook01.patients_on_both_sides(samples, train, val) > 0
 
 
 def test_load_or_make_split_saves_and_keeps_a_matching_split(tmp_path):
@@ -167,13 +170,13 @@ def test_a_saved_split_of_another_patient_rule_is_replaced_with_a_warning(tmp_pa
     load_or_make_split(samples, root, run_dir, seed=3, make_split=cxr.patient_split)
 
     def every_file_its_own_patient(samples, val_fraction, seed):  # another rule, same files
-        return cxr.random_image_split(len(samples), val_fraction, seed)
+        return notebook01.random_image_split(len(samples), val_fraction, seed)
 
     with pytest.warns(UserWarning, match="another patient rule"):
         train, val = load_or_make_split(
             samples, root, run_dir, seed=3, make_split=every_file_its_own_patient
         )
-    assert (train, val) == cxr.random_image_split(len(samples), 0.1, 3)
+    assert (train, val) == notebook01.random_image_split(len(samples), 0.1, 3)
     saved = json.loads((run_dir / "split-seed3.json").read_text())
     rel = [str(p.relative_to(root)) for p, _ in samples]
     assert sorted(saved["val"]) == sorted(rel[i] for i in val)
@@ -423,7 +426,7 @@ def test_prepare_data_writes_only_into_run_dir(tiny_root, tmp_path):
     n_train, n_val = len(splits["train"]), len(splits["val"])
     together = [(path, 0) for path in splits["train"].paths + splits["val"].paths]
     assert (
-        cxr.patients_on_both_sides(together, range(n_train), range(n_train, n_train + n_val))
+        notebook01.patients_on_both_sides(together, range(n_train), range(n_train, n_train + n_val))
         == 0
     )
 

@@ -5,31 +5,8 @@ The notebooks run in quick mode, with tiny settings.
 
 from __future__ import annotations
 
-import re
-import textwrap
-
 import nbformat
-from helpers import ROOT, execute_notebook
-
-SOLUTION_CODE = re.compile(r"<details><summary>Solution</summary>(.*?)</details>", re.DOTALL)
-PYTHON_BLOCK = re.compile(r"^   ```python\n(.*?)^   ```", re.DOTALL | re.MULTILINE)
-
-
-def solution_blocks(notebook: nbformat.NotebookNode) -> list[str]:
-    """The Python code blocks of every exercise's folded solution, dedented, in order.
-
-    Each exercise is a Markdown cell after the '## Exercises' cell, its solution folded in it.
-    """
-    markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
-    starts = [i for i, source in enumerate(markdown) if source.startswith("## Exercises")]
-    assert len(starts) == 1, "no Markdown cell of its own starts with '## Exercises'"
-    start = starts[0]
-    return [
-        textwrap.dedent(block)
-        for exercise in markdown[start + 1:]
-        for solution in SOLUTION_CODE.findall(exercise)
-        for block in PYTHON_BLOCK.findall(solution)
-    ]
+from helpers import ROOT, execute_notebook, solution_blocks
 
 
 def run_with_solutions(name: str) -> tuple[str, int]:

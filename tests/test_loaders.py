@@ -12,6 +12,7 @@ import torchvision.transforms as T
 from helpers import (
     SIZE,
     index_of_pixels,
+    lesson,
     noise_image,
     write_jpeg,
 )
@@ -20,6 +21,8 @@ from PIL import Image
 import cxr_utils as cxr
 from cxr_support.images import decode_resized, read_xray, resize_square
 from cxr_support.pixel_cache import XraySplit, load_pixels
+
+notebook02 = lesson("02_training_on_gpu")  # helpers it keeps in its cells, not in cxr_utils
 
 # ------------------------------------------------------------- augmentation, normalisation, loaders
 
@@ -314,7 +317,7 @@ def test_classic_loader_matches_cached_loader_for_large_jpegs(tmp_path):
         for i in range(3)
     ]
     split = load_pixels("classic", samples, SIZE, None, progress=False)
-    classic = cxr.make_classic_loader(
+    classic = notebook02.make_classic_loader(
         split, SIZE, batch_size=2, train=False, device=torch.device("cpu"), workers=0
     )
     assert len(classic) == 2

@@ -12,29 +12,31 @@ import pandas as pd
 import pytest
 import torch
 from dcurves import dca
-from helpers import IMAGE_SIZE, make_split, snapshot, write_fake_jpeg, write_jpeg
+from helpers import IMAGE_SIZE, lesson, make_split, snapshot, write_fake_jpeg, write_jpeg
 
 import cxr_utils as cxr
 from cxr_support import external, model_card, synthetic
 from cxr_support.errors import DataError
+
+notebook06 = lesson("06_trusting_the_model")  # helpers it keeps in its cells, not in cxr_utils
 
 # ------------------------------------------------------------------------- the box and blanking
 
 
 def test_the_lung_mask_is_the_box_in_fractions_of_the_film():
     box = {"top": 0.25, "bottom": 0.75, "left": 0.1, "right": 0.5}
-    mask = cxr.lung_mask(20, box)
+    mask = notebook06.lung_mask(20, box)
     assert mask.shape == (20, 20) and mask.dtype == torch.bool
     assert mask[5:15, 2:10].all() and mask.sum() == 10 * 8  # rows 5-14, columns 2-9
-    assert abs(cxr.lung_mask(224).float().mean().item() - 0.65 * 0.70) < 0.01
+    assert abs(notebook06.lung_mask(224).float().mean().item() - 0.65 * 0.70) < 0.01
 
 
 @pytest.mark.parametrize("keep", ["outside", "inside"])
 def test_blanking_touches_exactly_the_box_and_leaves_the_split_as_it_was(keep):
     split = make_split([0, 1, 0, 1, 1])
     original = split.pixels.clone()
-    mask = cxr.lung_mask(IMAGE_SIZE)
-    blanked = cxr.blank(split, mask, keep)
+    mask = notebook06.lung_mask(IMAGE_SIZE)
+    blanked = notebook06.blank(split, mask, keep)
     zeroed = mask if keep == "outside" else ~mask  # "outside": keep the outside, blank the box
     assert (blanked.pixels[..., zeroed] == 0).all()
     assert torch.equal(blanked.pixels[..., ~zeroed], original[..., ~zeroed])
@@ -43,24 +45,24 @@ def test_blanking_touches_exactly_the_box_and_leaves_the_split_as_it_was(keep):
 
 
 def test_box_share_of_uniform_inside_and_outside_maps():
-    mask = cxr.lung_mask(10, {"top": 0.0, "bottom": 0.5, "left": 0.0, "right": 1.0})
+    mask = notebook06.lung_mask(10, {"top": 0.0, "bottom": 0.5, "left": 0.0, "right": 1.0})
     uniform, inside, outside = np.ones((10, 10)), mask.numpy() * 1.0, (~mask).numpy() * 1.0
-    shares = cxr.box_share(np.stack([uniform, inside, outside, np.zeros((10, 10))]), mask)
+    shares = notebook06.box_share(np.stack([uniform, inside, outside, np.zeros((10, 10))]), mask)
     np.testing.assert_allclose(shares, [0.5, 1.0, 0.0, 0.0])
 
 
 def test_outcomes_follow_the_taught_rule_at_the_threshold():
     labels, probs = torch.tensor([1, 1, 0, 0, 1]), torch.tensor([0.9, 0.2, 0.6, 0.1, 0.5])
-    assert cxr.outcome_names(labels, probs, 0.5) == ["TP", "FN", "FP", "TN", "TP"]
+    assert notebook06.outcome_names(labels, probs, 0.5) == ["TP", "FN", "FP", "TN", "TP"]
 
 
 # ------------------------------------------------------------------------------ who it misses
 
 
 def test_subtypes_are_read_from_kaggle_names():
-    assert cxr.pneumonia_subtype("person12_bacteria_3.jpeg") == "bacteria"
-    assert cxr.pneumonia_subtype(Path("x/PERSON7_VIRUS_1.JPEG")) == "virus"
-    assert cxr.pneumonia_subtype("IM-0001-0001.jpeg") is None
+    assert notebook06.pneumonia_subtype("person12_bacteria_3.jpeg") == "bacteria"
+    assert notebook06.pneumonia_subtype(Path("x/PERSON7_VIRUS_1.JPEG")) == "virus"
+    assert notebook06.pneumonia_subtype("IM-0001-0001.jpeg") is None
 
 
 def test_subtype_intervals_resample_patients_not_films():
@@ -72,7 +74,7 @@ def test_subtype_intervals_resample_patients_not_films():
     paths += [Path(f"IM-00{n}-0001.jpeg") for n in range(10, 14)]
     labels = torch.tensor([1] * 26 + [0] * 4)
     probs = torch.tensor([0.1] * 10 + [0.9] * 10 + [0.9, 0.9, 0.9, 0.2, 0.9, 0.9] + [0.1] * 4)
-    result = cxr.subtype_sensitivity(paths, labels, probs, 0.5, n_boot=500, seed=0)
+    result = notebook06.subtype_sensitivity(paths, labels, probs, 0.5, n_boot=500, seed=0)
     bacteria = result["bacteria"]
     assert (bacteria["n"], bacteria["patients"], bacteria["sensitivity"]) == (20, 11, 0.5)
     assert result["virus"]["n"] == 6 and result["virus"]["sensitivity"] == pytest.approx(5 / 6)
@@ -90,8 +92,8 @@ def test_net_benefit_on_a_hand_computed_example():
     # t=0.5: TP 2, FP 1 -> 2/5 - 1/5 * 1; t=0.25: TP 3, FP 1 -> 3/5 - 1/5 * 1/3;
     # t=0.6: the film at 0.6 counts as positive (>=) -> TP 2, FP 1 -> 2/5 - 1/5 * 1.5
     expected = [0.4 - 0.2, 0.6 - 0.2 / 3, 0.4 - 0.2 * 1.5]
-    np.testing.assert_allclose(cxr.net_benefit(labels, probs, [0.5, 0.25, 0.6]), expected)
-    treat_all = cxr.net_benefit(labels, np.ones(5), [0.5, 0.25])
+    np.testing.assert_allclose(notebook06.net_benefit(labels, probs, [0.5, 0.25, 0.6]), expected)
+    treat_all = notebook06.net_benefit(labels, np.ones(5), [0.5, 0.25])
     np.testing.assert_allclose(treat_all, [0.6 - 0.4, 0.6 - 0.4 / 3])
 
 
@@ -103,8 +105,8 @@ def test_net_benefit_agrees_with_dcurves():
     grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
     table = dca(data=pd.DataFrame({"y": labels, "model": probs}), outcome="y",
                 modelnames=["model"], thresholds=grid)
-    for name, ours in (("model", cxr.net_benefit(labels, probs, grid)),
-                       ("all", cxr.net_benefit(labels, np.ones(300), grid))):
+    for name, ours in (("model", notebook06.net_benefit(labels, probs, grid)),
+                       ("all", notebook06.net_benefit(labels, np.ones(300), grid))):
         theirs = table[table["model"] == name].sort_values("threshold")["net_benefit"].to_numpy()
         np.testing.assert_allclose(ours, theirs, atol=1e-9)
 
