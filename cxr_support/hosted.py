@@ -10,7 +10,7 @@ route per service:
 - Kaggle: a saved version of notebook 02 keeps its ``/kaggle/working``; added to a later notebook
   with Add Input, it appears read-only under ``/kaggle/input``. ``bring_attached_runs``
   copies the checkpoints and records found there into this notebook's run dir, where later
-  notebooks (03, 04) look, and never writes to the input.
+  notebooks (03, 04, 06) look, and never writes to the input.
 """
 
 from __future__ import annotations
