@@ -740,7 +740,7 @@ def gradcam_layer(model: PneumoniaCnnModel, image_size: int, min_cells: int = 7)
 def gradcam(model: PneumoniaCnnModel, images: torch.Tensor, target_class: int = 1,
             layer: nn.Module | None = None) -> np.ndarray:
     """Grad-CAM heatmaps, N x H x W, in [0, 1] (03, 'Where does the model look? Grad-CAM')."""
-    from pytorch_grad_cam import GradCAM  # imported here: only this lesson needs the package
+    from pytorch_grad_cam import GradCAM  # imported here: only notebooks 3 and 6 need it
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
     model.eval()
