@@ -12,7 +12,7 @@
 #
 # Every step runs under `timeout` within one overall budget, and a failing step does not stop the next.
 # Everything goes to stdout and to "$OUT/gpu_check.log"; steps 1 to 3 also write a JSON file to "$OUT" (4 files in all).
-# Needs only Python with torch, torchvision, Pillow, numpy, scikit-learn, matplotlib and tqdm; no network.
+# Needs only Python with torch, torchvision, Pillow, numpy, scikit-learn, matplotlib, tqdm, requests; no network.
 # PRECISIONS=1 adds steps 4 and 5 (see below). It stops after the preflight when there is no CUDA GPU. SMOKE=1 runs the same steps with tiny sizes on any machine
 # (a check of this script, not a measurement); DATA_DIR points step 3 at another copy of the real X-rays.
 set -uo pipefail

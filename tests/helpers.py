@@ -235,12 +235,12 @@ def lesson(stem: str) -> types.SimpleNamespace:
             tree = ast.parse("\n".join(lines))
         except SyntaxError:  # IPython inside a block (the setup cell's !git): not a definition
             continue
-        if tree.body and all(_only_defines(node) for node in tree.body):
+        if tree.body and all(only_defines(node) for node in tree.body):
             exec(compile(tree, str(path), "exec", flags=flags, dont_inherit=True), namespace)
     return types.SimpleNamespace(**namespace)
 
 
-def _only_defines(node: ast.stmt) -> bool:
+def only_defines(node: ast.stmt) -> bool:
     """An import (not from __future__), a def or class, or an assignment to UPPER_CASE names."""
     if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
         return not (isinstance(node, ast.ImportFrom) and node.module == "__future__")

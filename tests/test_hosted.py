@@ -1,5 +1,6 @@
 """Kaggle as a home for the series, simulated: its environment variable, a read-only input mount
-holding the data, and /kaggle/working as the only writable place (issue: Colab and Kaggle).
+holding the data, and /kaggle/working as the place whose files a saved version keeps (issue: Colab
+and Kaggle).
 
 The notebooks run in a kernel of their own, so a first cell, added by the test, points the
 Kaggle paths at temporary folders; everything else is the series as a learner runs it there.

@@ -138,7 +138,7 @@ def test_float32_and_bfloat16_need_no_scaler(monkeypatch):
     assert [s.is_enabled() for s in made] == [False, False, True]
 
 
-def test_a_gpu_the_build_cannot_drive_stops_the_first_cell_with_one_line(gpu):
+def test_a_gpu_the_build_cannot_drive_stops_the_config_cell_with_one_line(gpu):
     """A P100 (6.0), a build whose kernels start at sm_75: load_config names GPU, build, fix."""
     gpu("Tesla P100-PCIE-16GB", (6, 0))
     with pytest.raises(RuntimeError) as info:
