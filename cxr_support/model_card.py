@@ -30,6 +30,8 @@ EVIDENCE = [  # what others measured on this dataset: context for every model tr
 ]
 INTENDED = ("Teaching: how transfer learning, evaluation and its limits work on a public "
             "dataset. It is not a medical device and must not inform the care of any patient.")
+NOT_MEASURED = ("Not measured yet: notebook 03 adds the test metrics, the threshold it chooses on "
+                "validation and the calibration to the run record. Run it, then notebook 06 again.")
 OUT_OF_SCOPE = [
     "any clinical use: diagnosis, triage or screening of real patients;",
     "adults (the films are of children aged 1 to 5);",
@@ -90,18 +92,27 @@ def model_card_markdown(record: dict[str, Any]) -> str:
              *[f"- {line}" for line in OUT_OF_SCOPE], "", "## The data and its limits", "",
              *[f"- {line}" for line in DATA_LIMITS], ""]
     threshold = record.get("threshold", {})
-    lines += ["## Metrics on the test split", "",
-              f"At the threshold {num(threshold.get('value'))}, chosen by "
-              f"{threshold.get('method', 'n/a')} on the {threshold.get('chosen_on', 'n/a')} "
-              f"(never on test). 95 % intervals resample "
-              f"{test.get('ci_resamples', 'n/a')}; {num(test.get('n'))} test films.", "",
-              "| metric | estimate | 95 % interval |", "|---|---|---|", *_metrics_rows(test), ""]
-    lines += ["## Calibration", "", "| split | films | Brier score | ECE |", "|---|---|---|---|",
-              *[f"| {name} | {num(c.get('n'))} | {num(c.get('brier'))} | {num(c.get('ece'))} |"
-                for name, c in (record.get("calibration") or {}).items()], ""]
+    if not test:  # notebook 03 has not measured this run
+        lines += ["## Metrics on the test split and calibration", "", NOT_MEASURED, ""]
+    else:
+        lines += _test_lines(record, threshold, test)
     lines += _trust_lines(trust)
     lines += ["## Published evidence about this dataset", "", *[f"- {e}" for e in EVIDENCE], ""]
     return "\n".join(lines)
+
+
+def _test_lines(record: dict[str, Any], threshold: dict[str, Any],
+                test: dict[str, Any]) -> list[str]:
+    """The test metrics at the chosen threshold, and calibration: notebook 03's sections."""
+    return ["## Metrics on the test split", "",
+            f"At the threshold {num(threshold.get('value'))}, chosen by "
+            f"{threshold.get('method', 'n/a')} on the {threshold.get('chosen_on', 'n/a')} "
+            f"(never on test). 95 % intervals resample "
+            f"{test.get('ci_resamples', 'n/a')}; {num(test.get('n'))} test films.", "",
+            "| metric | estimate | 95 % interval |", "|---|---|---|", *_metrics_rows(test), "",
+            "## Calibration", "", "| split | films | Brier score | ECE |", "|---|---|---|---|",
+            *[f"| {name} | {num(c.get('n'))} | {num(c.get('brier'))} | {num(c.get('ece'))} |"
+              for name, c in (record.get("calibration") or {}).items()], ""]
 
 
 def _trust_lines(trust: dict[str, Any]) -> list[str]:

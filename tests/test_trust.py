@@ -175,6 +175,16 @@ def test_every_number_in_the_card_is_read_from_the_record(tmp_path):
     assert "0.501" in model_card.model_card_markdown(record)
 
 
+def test_a_card_made_before_notebook_03_says_what_is_missing_and_how_to_get_it():
+    """Without notebook 3's sections the card names the notebook to run, not rows of n/a."""
+    record = card_record()
+    del record["test"], record["threshold"], record["calibration"]
+    card = model_card.model_card_markdown(record)
+    assert model_card.NOT_MEASURED in card and "notebook 03" in model_card.NOT_MEASURED
+    assert "## Metrics on the test split\n" not in card and "| metric | estimate |" not in card
+    assert "0.992" in card  # notebook 06's own sections stay: the subtype sensitivity
+
+
 # ----------------------------------------------------------------------------- external check
 
 
